@@ -1,0 +1,112 @@
+"""Training throughput of the sequence core against a plain Keras reference, in one run.
+
+Row-MNIST shapes (28 steps of 28 features, 10 classes), random data. Variants are timed
+in alternation, several windows each, so machine drift hits all of them alike; the table
+gives each variant's median samples/s and its ratio to plain Keras ``model.fit``.
+
+    python benchmarks/core_speed.py --layers 2 --units 128 --batch-size 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from seqkit.core import SequenceEncoder  # noqa: E402
+from seqkit.core.train import Trainer, TrainConfig  # noqa: E402
+
+
+def dataset(batch_size: int) -> tf.data.Dataset:
+    rng = np.random.default_rng(0)
+    x = rng.random((8192, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 8192).astype(np.int32)
+    return tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(batch_size, drop_remainder=True).prefetch(2)
+
+
+def seqkit_variant(args, fused: bool, jit: bool):
+    def build():
+        rows = keras.Input((28, 28))
+        encoded = SequenceEncoder(args.units, layers=args.layers, dropout=args.dropout, fused=fused)(rows)
+        return keras.Model(rows, keras.layers.Dense(10)(encoded))
+
+    trainer = Trainer(build, TrainConfig(jit_compile=jit), steps_per_epoch=1)
+    batches = iter(trainer.distribute(dataset(args.batch_size)))
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            result = trainer._train_step(next(batches))
+        float(result[0])
+
+    return run
+
+
+def keras_variant(args):
+    layers = [keras.Input((28, 28))]
+    for i in range(args.layers):
+        layers.append(keras.layers.LSTM(args.units, return_sequences=i < args.layers - 1))
+        if args.dropout:
+            layers.append(keras.layers.Dropout(args.dropout))
+    model = keras.Sequential([*layers, keras.layers.Dense(10)])
+    model.compile(
+        optimizer=keras.optimizers.Adam(2e-3, global_clipnorm=5.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    data = dataset(args.batch_size)
+
+    def run(steps: int) -> None:
+        model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--units", type=int, default=128)
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=15, help="steps per timing window")
+    parser.add_argument("--windows", type=int, default=5, help="timing windows per variant")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+
+    variants = {
+        "keras LSTM, model.fit": keras_variant(args),
+        "seqkit fused, XLA": seqkit_variant(args, fused=True, jit=True),
+        "seqkit fused, no XLA": seqkit_variant(args, fused=True, jit=False),
+        "seqkit autodiff, XLA": seqkit_variant(args, fused=False, jit=True),
+        "seqkit autodiff, no XLA": seqkit_variant(args, fused=False, jit=False),
+    }
+    for run in variants.values():  # compile and warm up
+        run(3)
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.windows):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run(args.steps)
+            rates[name].append(args.steps * args.batch_size / (time.perf_counter() - start))
+    reference = statistics.median(rates["keras LSTM, model.fit"])
+    print(f"{args.layers} x LSTM {args.units}, batch {args.batch_size}, dropout {args.dropout}; "
+          f"median of {args.windows} windows of {args.steps} steps")
+    print("| variant | samples/s | vs Keras |\n| --- | --- | --- |")
+    figures = {}
+    for name, values in rates.items():
+        median = statistics.median(values)
+        figures[name] = {"samples_per_sec": median, "ratio_to_keras": median / reference, "windows": values}
+        print(f"| {name} | {median:,.0f} | {median / reference:.2f}x |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "figures": figures}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Installed as ``seqkit.data``: the data-set registry (``registry.json``), never data itself."""

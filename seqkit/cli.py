@@ -1,0 +1,134 @@
+"""The `seqkit` command: a thin click shell over the Python API.
+
+Every user mistake arrives here as a :class:`SeqkitError` and leaves as one line on stderr
+with exit code 1 (click's own usage errors exit 2); ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import click
+
+from seqkit import __version__
+from seqkit.errors import SeqkitError
+
+
+def _quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ start-up log lines out of the terminal.
+
+    Some are printed before TF_CPP_MIN_LOG_LEVEL is read, so native writes to file
+    descriptor 2 go to /dev/null while Python's own stderr keeps the real terminal.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore")
+    try:
+        sys.stderr.flush()
+        terminal = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        sys.stderr = os.fdopen(terminal, "w", buffering=1)
+    except OSError:
+        pass  # no real stderr descriptor (e.g. captured by a test runner): nothing to hide
+
+
+class _Seqkit(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SeqkitError as err:
+            if ctx.params.get("debug"):
+                raise
+            click.echo(f"seqkit: error: {err}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("seqkit: interrupted.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Seqkit, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="seqkit")
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's own log output.")
+@click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+def main(verbose: bool, debug: bool) -> None:
+    """seqkit: character-level sequence models on TensorFlow 2 / Keras 3."""
+    if not verbose:
+        _quiet_tensorflow()
+
+
+@main.command("train-char")
+@click.argument("corpus", required=False)
+def train_char(corpus: str | None) -> None:
+    """Train a character language model on a UTF-8 text file (not built yet)."""
+    raise SeqkitError("train-char is not built yet in this version of seqkit.")
+
+
+@main.command()
+def generate() -> None:
+    """Generate text from a trained character model (not built yet)."""
+    raise SeqkitError("generate is not built yet in this version of seqkit.")
+
+
+@main.group()
+def bench() -> None:
+    """Regression benchmarks of the sequence core."""
+
+
+@bench.command("mnist")
+@click.option("--quick", is_flag=True, help="CI / first-run profile: a subset, about a minute.")
+@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn", "peephole"]), help="Recurrent cell.")
+@click.option("--layers", type=click.IntRange(min=1), help="Stacked recurrent layers.")
+@click.option("--units", type=click.IntRange(min=1), help="State size of each layer.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout between layers.")
+@click.option("--bidirectional/--unidirectional", default=None, help="Read rows both ways.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training images.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Global batch size.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate.")
+@click.option("--clip", type=click.FloatRange(min=0), help="Global gradient-norm clip (0: off).")
+@click.option("--train-subset", type=click.IntRange(min=1), help="Train on the first N images.")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Data directory.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures as JSON.")
+@click.option("--baseline", type=click.Path(dir_okay=False), help="Baseline JSON to compare with.")
+@click.option("--no-baseline", is_flag=True, help="Do not compare with the committed baseline.")
+@click.option("--accuracy-tolerance", type=click.FloatRange(min=0), help="Allowed accuracy drop.")
+@click.option("--speed-tolerance", type=click.FloatRange(0, 1), help="Allowed relative speed drop.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write curves as PNG.")
+def bench_mnist(quick, json_path, baseline, no_baseline, plot_path, data_dir, **options) -> None:
+    """Train and evaluate the row-sequence MNIST classifier; compare with a baseline.
+
+    Exits 1, naming the figure, when test accuracy or machine-adjusted speed regresses
+    beyond its tolerance against the baseline (by default benchmarks/mnist-PROFILE.json).
+    """
+    from seqkit.fileio import read_json, write_json
+    from seqkit.mnist import bench as mnist_bench
+
+    profile = "quick" if quick else "default"
+    config = mnist_bench.profile_config(profile, **options)
+    baseline_path = None if no_baseline else baseline or mnist_bench.default_baseline(profile)
+    base = read_json(baseline_path, "baseline") if baseline_path else None
+    if base is not None and not baseline and base.get("config") != config.comparable():
+        click.echo(f"Not comparing with {baseline_path}: the options differ from its profile's.")
+        base = None
+
+    result = mnist_bench.run(config, data_dir=data_dir)
+    cmp = mnist_bench.compare(result, base, config) if base is not None else None
+    click.echo("\nResults" + (f" (baseline {baseline_path})" if cmp else ""))
+    click.echo(mnist_bench.format_table(result, cmp))
+    if json_path:
+        if cmp is not None:
+            result["comparison"] = {"baseline": str(baseline_path), **vars(cmp)}
+        write_json(json_path, result)
+    if plot_path:
+        mnist_bench.plot(result, plot_path)
+    if cmp is not None and cmp.failures:
+        for failure in cmp.failures:
+            click.echo(f"REGRESSION: {failure}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

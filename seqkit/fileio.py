@@ -1,0 +1,59 @@
+"""Atomic output writes: a file is written under a temporary name, then renamed into place.
+
+A reader (or a rerun after a crash) therefore sees either the old file or the new one,
+never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from seqkit.errors import SeqkitError
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path``."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+        os.close(fd)
+    except OSError as err:
+        raise SeqkitError(f"Cannot write {path}: {err.strerror or err}.") from None
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise SeqkitError(f"Cannot write {path}: {err.strerror or err}.") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> dict:
+    """Read a JSON object, turning a missing or unreadable file into a SeqkitError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise SeqkitError(f"The {what} {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SeqkitError(f"The {what} {path} is not readable JSON ({err}): replace it.") from None
+    if not isinstance(obj, dict):
+        raise SeqkitError(f"The {what} {path} does not hold a JSON object: replace it.")
+    return obj

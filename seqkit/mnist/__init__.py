@@ -1,0 +1,1 @@
+"""Row-sequence MNIST: data, the classifier, and the regression benchmark."""

@@ -1,0 +1,205 @@
+"""The sequence core: cell equations, masking, carried state, dropout, serialization."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from seqkit.core import SequenceEncoder
+from seqkit.errors import SeqkitError
+
+CELLS = ["lstm", "gru", "rnn", "peephole"]
+rng = np.random.default_rng(0)
+
+
+def _random(*shape):
+    return rng.normal(size=shape).astype("float32")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padding_never_changes_a_result(cell, bidirectional):
+    enc = SequenceEncoder(5, cell=cell, layers=2, bidirectional=bidirectional, return_state=True)
+    lengths = np.array([6, 4, 1])
+    x = _random(3, 6, 3)
+    padded = x.copy()
+    for b, n in enumerate(lengths):
+        padded[b, n:] = 7.0  # garbage that must be ignored
+    out, *states = enc(padded, lengths=lengths)
+    masked_out, *masked_states = enc(padded, mask=tf.sequence_mask(lengths, 6))
+    np.testing.assert_allclose(out, masked_out, atol=1e-6)
+    for b, n in enumerate(lengths):
+        alone, *alone_states = enc(x[b : b + 1, :n])
+        np.testing.assert_allclose(out[b], alone[0], atol=1e-5)
+        for s, s_alone in zip(states, alone_states):
+            np.testing.assert_allclose(s[b], s_alone[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_sequences_are_zero_after_each_sequence_ends(cell):
+    enc = SequenceEncoder(4, cell=cell, return_sequences=True)
+    x = _random(2, 5, 3)
+    out = enc(x, lengths=[5, 2]).numpy()
+    assert out.shape == (2, 5, 4)
+    assert np.all(out[1, 2:] == 0) and np.all(out[1, :2] != 0)
+    np.testing.assert_allclose(out[1, :2], enc(x[1:, :2])[0], atol=1e-6)
+
+
+def test_final_state_is_not_the_last_padded_output():
+    """The classic bug: output[:, -1] of a padded batch is not the sequence's final state."""
+    enc = SequenceEncoder(4, return_sequences=True, return_state=True)
+    out, h, _ = enc(_random(1, 6, 3), lengths=[3])
+    np.testing.assert_allclose(h, out[:, 2], atol=1e-6)
+    assert np.all(out[:, -1] == 0)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_carried_state_equals_one_long_run(cell):
+    """Feeding a sequence in pieces with the state carried gives the full run's result."""
+    enc = SequenceEncoder(4, cell=cell, layers=2, return_sequences=True, return_state=True)
+    x = _random(2, 7, 3)
+    full, *full_states = enc(x)
+    first, *states = enc(x[:, :3])
+    pieces = [first]
+    for t in range(3, 7):
+        step, *states = enc(x[:, t : t + 1], initial_state=states)
+        pieces.append(step)
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-5)
+    for a, b in zip(states, full_states):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def _copy_into_keras(enc, keras_layer, x):
+    keras_layer.build(x.shape)
+    weights = enc.get_weights()
+    if isinstance(keras_layer, keras.layers.GRU):
+        kernel, recurrent, bias, recurrent_bias = weights
+        weights = [kernel, recurrent, np.stack([bias, recurrent_bias])]
+    keras_layer.set_weights(weights)
+    return keras_layer(x)
+
+
+@pytest.mark.parametrize(
+    "cell, keras_layer",
+    [
+        ("lstm", lambda: keras.layers.LSTM(6, return_sequences=True)),
+        ("gru", lambda: keras.layers.GRU(6, return_sequences=True, reset_after=True)),
+        ("rnn", lambda: keras.layers.SimpleRNN(6, return_sequences=True)),
+    ],
+)
+def test_cells_match_keras_with_the_same_weights(cell, keras_layer):
+    x = _random(3, 5, 4)
+    enc = SequenceEncoder(6, cell=cell, return_sequences=True)
+    ours = enc(x)
+    np.testing.assert_allclose(ours, _copy_into_keras(enc, keras_layer(), x), atol=1e-5)
+
+
+def _sigmoid(v):
+    return 1 / (1 + np.exp(-v))
+
+
+def test_peephole_follows_gers_schmidhuber_equations():
+    x = _random(2, 4, 3)
+    enc = SequenceEncoder(5, cell="peephole", return_sequences=True)
+    enc(x)
+    kernel, recurrent, bias, peephole = enc.get_weights()
+    peephole = peephole + 0.5  # make the peepholes matter, then push them back in
+    enc.set_weights([kernel, recurrent, bias, peephole])
+    ours = enc(x).numpy()
+    h = np.zeros((2, 5), "float32")
+    c = np.zeros((2, 5), "float32")
+    for t in range(4):
+        z = x[:, t] @ kernel + h @ recurrent + bias
+        zi, zf, zg, zo = np.split(z, 4, axis=-1)
+        i = _sigmoid(zi + peephole[0] * c)
+        f = _sigmoid(zf + peephole[1] * c)
+        c = f * c + i * np.tanh(zg)
+        o = _sigmoid(zo + peephole[2] * c)
+        h = o * np.tanh(c)
+        np.testing.assert_allclose(ours[:, t], h, atol=1e-5)
+
+
+def test_dropout_is_active_in_training_only():
+    enc = SequenceEncoder(8, layers=2, dropout=0.5, seed=3)
+    x = _random(4, 5, 3)
+    np.testing.assert_array_equal(enc(x, training=False), enc(x, training=False))
+    assert not np.allclose(enc(x, training=True), enc(x, training=False))
+    plain = SequenceEncoder(8, layers=2)
+    plain(x)
+    plain.set_weights(enc.get_weights())
+    np.testing.assert_allclose(enc(x, training=False), plain(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_saves_and_loads_with_keras(cell, tmp_path):
+    inputs = keras.Input((None, 3))
+    masked = keras.layers.Masking(0.0)(inputs)
+    encoded = SequenceEncoder(4, cell=cell, layers=2, dropout=0.2, bidirectional=True)(masked)
+    model = keras.Model(inputs, keras.layers.Dense(2)(encoded))
+    x = _random(3, 6, 3)
+    x[1, 4:] = 0.0
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(model(x), loaded(x))
+    assert loaded.layers[2].get_config() == model.layers[2].get_config()
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_same_result_eager_and_compiled(jit):
+    enc = SequenceEncoder(4, layers=2, return_state=True)
+    x = _random(2, 5, 3)
+    eager = enc(x, lengths=[5, 3])
+    compiled = tf.function(lambda x, n: enc(x, lengths=n), jit_compile=jit)(x, tf.constant([5, 3]))
+    for a, b in zip(eager, compiled):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_unrolled_loop_matches_while_loop():
+    x = _random(2, 5, 3)
+    loop = SequenceEncoder(4, cell="gru", return_sequences=True)
+    unrolled = SequenceEncoder(4, cell="gru", return_sequences=True, unroll=True)
+    loop(x)
+    unrolled(x)
+    unrolled.set_weights(loop.get_weights())
+    np.testing.assert_allclose(loop(x, lengths=[5, 2]), unrolled(x, lengths=[5, 2]), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"cell": "transformer"}, {"layers": 0}, {"units": 0}, {"dropout": 1.0}]
+)
+def test_impossible_settings_are_user_errors(kwargs):
+    with pytest.raises(SeqkitError):
+        SequenceEncoder(**{"units": 4, **kwargs})
+
+
+def test_wrong_number_of_initial_states_is_a_user_error():
+    enc = SequenceEncoder(4, layers=2)
+    with pytest.raises(SeqkitError, match="needs 4"):
+        enc(_random(1, 2, 3), initial_state=[tf.zeros([1, 4])])
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_lstm_matches_autodiff_values_and_gradients(return_sequences, masked):
+    x = tf.constant(_random(3, 6, 4))
+    lengths = tf.constant([6, 2, 4]) if masked else None
+    fused = SequenceEncoder(5, layers=2, return_sequences=return_sequences, return_state=True)
+    plain = SequenceEncoder(5, layers=2, return_sequences=return_sequences, return_state=True, fused=False)
+    fused(x)
+    plain(x)
+    plain.set_weights(fused.get_weights())
+    init = [tf.constant(_random(3, 5)) for _ in range(4)]
+    upstream = [tf.constant(_random(*t.shape)) for t in fused(x, lengths=lengths, initial_state=init)]
+
+    def loss_and_grads(enc):
+        with tf.GradientTape() as tape:
+            tape.watch([x, *init])
+            results = enc(x, lengths=lengths, initial_state=init)
+            loss = sum(tf.reduce_sum(r * u) for r, u in zip(results, upstream))
+        return results, tape.gradient(loss, [x, *init, *enc.trainable_variables])
+
+    (ours, our_grads), (ref, ref_grads) = loss_and_grads(fused), loss_and_grads(plain)
+    for a, b in zip(ours, ref):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for a, b in zip(our_grads, ref_grads):
+        np.testing.assert_allclose(a, b, atol=1e-4)
