@@ -1,10 +1,13 @@
 """Training throughput of the sequence core against a plain Keras reference, in one run.
 
-Row-MNIST shapes (28 steps of 28 features, 10 classes), random data. Variants are timed
-in alternation, several windows each, so machine drift hits all of them alike; the table
-gives each variant's median samples/s and its ratio to plain Keras ``model.fit``.
+Workloads: ``mnist`` (28 steps of 28 features, 10 classes) and ``char`` (embedding 64 over
+65 symbols, 100 steps, next-symbol targets), on random data. Variants are timed in
+alternation, several windows each, so machine drift hits all of them alike; the table
+gives each variant's median throughput (images or characters per second) and its ratio to
+plain Keras ``model.fit`` of the same architecture.
 
-    python benchmarks/core_speed.py --layers 2 --units 128 --batch-size 128
+    python benchmarks/core_speed.py --workload mnist --layers 2 --units 128 --batch-size 128
+    python benchmarks/core_speed.py --workload char --layers 2 --units 256 --batch-size 64
 """
 
 from __future__ import annotations
@@ -25,21 +28,52 @@ from seqkit.core import SequenceEncoder  # noqa: E402
 from seqkit.core.train import Trainer, TrainConfig  # noqa: E402
 
 
-def dataset(batch_size: int) -> tf.data.Dataset:
+VOCAB, CHAR_STEPS = 65, 100
+
+
+def dataset(args) -> tf.data.Dataset:
     rng = np.random.default_rng(0)
-    x = rng.random((8192, 28, 28), dtype=np.float32)
-    y = rng.integers(0, 10, 8192).astype(np.int32)
-    return tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(batch_size, drop_remainder=True).prefetch(2)
+    if args.workload == "mnist":
+        x = rng.random((8192, 28, 28), dtype=np.float32)
+        y = rng.integers(0, 10, 8192).astype(np.int32)
+    else:
+        ids = rng.integers(0, VOCAB, (2048, CHAR_STEPS + 1)).astype(np.int32)
+        x, y = ids[:, :-1], ids[:, 1:]
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat()
+    return ds.batch(args.batch_size, drop_remainder=True).prefetch(2)
+
+
+def predictions_per_example(args) -> int:
+    return 1 if args.workload == "mnist" else CHAR_STEPS
+
+
+def frontend(args):
+    """The input layers of the workload: rows as they are, or an embedding of ids."""
+    if args.workload == "mnist":
+        inputs = keras.Input((28, 28))
+        return inputs, inputs
+    inputs = keras.Input((None,), dtype="int32")
+    return inputs, keras.layers.Embedding(VOCAB, 64)(inputs)
+
+
+def head(args):
+    return keras.layers.Dense(10 if args.workload == "mnist" else VOCAB)
 
 
 def seqkit_variant(args, fused: bool, jit: bool):
     def build():
-        rows = keras.Input((28, 28))
-        encoded = SequenceEncoder(args.units, layers=args.layers, dropout=args.dropout, fused=fused)(rows)
-        return keras.Model(rows, keras.layers.Dense(10)(encoded))
+        inputs, x = frontend(args)
+        encoded = SequenceEncoder(
+            args.units,
+            layers=args.layers,
+            dropout=args.dropout,
+            fused=fused,
+            return_sequences=args.workload == "char",
+        )(x)
+        return keras.Model(inputs, head(args)(encoded))
 
     trainer = Trainer(build, TrainConfig(jit_compile=jit), steps_per_epoch=1)
-    batches = iter(trainer.distribute(dataset(args.batch_size)))
+    batches = iter(trainer.distribute(dataset(args)))
 
     def run(steps: int) -> None:
         for _ in range(steps):
@@ -50,17 +84,18 @@ def seqkit_variant(args, fused: bool, jit: bool):
 
 
 def keras_variant(args):
-    layers = [keras.Input((28, 28))]
+    inputs, x = frontend(args)
     for i in range(args.layers):
-        layers.append(keras.layers.LSTM(args.units, return_sequences=i < args.layers - 1))
+        last = i == args.layers - 1
+        x = keras.layers.LSTM(args.units, return_sequences=args.workload == "char" or not last)(x)
         if args.dropout:
-            layers.append(keras.layers.Dropout(args.dropout))
-    model = keras.Sequential([*layers, keras.layers.Dense(10)])
+            x = keras.layers.Dropout(args.dropout)(x)
+    model = keras.Model(inputs, head(args)(x))
     model.compile(
         optimizer=keras.optimizers.Adam(2e-3, global_clipnorm=5.0),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    data = dataset(args.batch_size)
+    data = dataset(args)
 
     def run(steps: int) -> None:
         model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
@@ -70,6 +105,7 @@ def keras_variant(args):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workload", choices=["mnist", "char"], default="mnist")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--units", type=int, default=128)
     parser.add_argument("--dropout", type=float, default=0.0)
@@ -93,15 +129,17 @@ def main() -> None:
         for name, run in variants.items():
             start = time.perf_counter()
             run(args.steps)
-            rates[name].append(args.steps * args.batch_size / (time.perf_counter() - start))
+            done = args.steps * args.batch_size * predictions_per_example(args)
+            rates[name].append(done / (time.perf_counter() - start))
     reference = statistics.median(rates["keras LSTM, model.fit"])
-    print(f"{args.layers} x LSTM {args.units}, batch {args.batch_size}, dropout {args.dropout}; "
-          f"median of {args.windows} windows of {args.steps} steps")
-    print("| variant | samples/s | vs Keras |\n| --- | --- | --- |")
+    unit = "images/s" if args.workload == "mnist" else "chars/s"
+    print(f"{args.workload}: {args.layers} x LSTM {args.units}, batch {args.batch_size}, dropout "
+          f"{args.dropout}; median of {args.windows} windows of {args.steps} steps")
+    print(f"| variant | {unit} | vs Keras |\n| --- | --- | --- |")
     figures = {}
     for name, values in rates.items():
         median = statistics.median(values)
-        figures[name] = {"samples_per_sec": median, "ratio_to_keras": median / reference, "windows": values}
+        figures[name] = {"per_sec": median, "ratio_to_keras": median / reference, "windows": values}
         print(f"| {name} | {median:,.0f} | {median / reference:.2f}x |")
     if args.json:
         with open(args.json, "w") as f:

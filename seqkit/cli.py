@@ -6,6 +6,7 @@ with exit code 1 (click's own usage errors exit 2); ``--debug`` shows the traceb
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -24,6 +25,7 @@ def _quiet_tensorflow() -> None:
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.filterwarnings("ignore")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         sys.stderr.flush()
         terminal = os.dup(2)
@@ -60,10 +62,59 @@ def main(verbose: bool, debug: bool) -> None:
 
 
 @main.command("train-char")
-@click.argument("corpus", required=False)
-def train_char(corpus: str | None) -> None:
-    """Train a character language model on a UTF-8 text file (not built yet)."""
-    raise SeqkitError("train-char is not built yet in this version of seqkit.")
+@click.argument("corpus", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder [runs/CORPUS-NAME].")
+@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn", "peephole"]), help="Recurrent cell.")
+@click.option("--layers", type=click.IntRange(min=1), help="Stacked recurrent layers.")
+@click.option("--units", type=click.IntRange(min=1), help="State size of each layer.")
+@click.option("--embedding", type=click.IntRange(min=1), help="Character embedding width.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout between layers.")
+@click.option("--seq-len", type=click.IntRange(min=1), help="Characters per training window.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Windows per step (global).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate.")
+@click.option("--clip", type=click.FloatRange(min=0), help="Global gradient-norm clip (0: off).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay.")
+@click.option("--warmup", type=click.IntRange(min=0), help="Learning-rate warm-up steps.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training text.")
+@click.option("--max-time", type=click.FloatRange(min=0, min_open=True), help="Training seconds allowed.")
+@click.option("--eval-every", type=click.IntRange(min=1), help="Steps between evaluations.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), help="Held-out tail.")
+@click.option("--normalization", type=click.Choice(["NFC", "none"]), help="Unicode normalization.")
+@click.option("--encoding", default="utf-8", show_default=True, help="The corpus's text encoding.")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option("--fresh", is_flag=True, help="Start over instead of resuming from --out.")
+def train_char(corpus, out, encoding, fresh, **options) -> None:
+    """Train a character language model on a text file (resumes when run again)."""
+    import dataclasses
+    import signal
+    from pathlib import Path
+
+    from seqkit.text.train import CharConfig, train_char as run
+
+    renamed = {"warmup": "warmup_steps"}
+    options = {renamed.get(k, k): v for k, v in options.items() if v is not None}
+    base = CharConfig()
+    train_keys = {f.name for f in dataclasses.fields(base.train)}
+    train = dataclasses.replace(base.train, **{k: v for k, v in options.items() if k in train_keys})
+    config = dataclasses.replace(base, train=train, **{k: v for k, v in options.items() if k not in train_keys})
+    out = out or str(Path("runs") / Path(corpus).stem)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        metrics = run(corpus, out, config, fresh=fresh, encoding=encoding)
+    except KeyboardInterrupt:
+        click.echo(f"seqkit: interrupted; the last checkpoint is in {out}; run the same command to resume.", err=True)
+        sys.exit(130)
+    val = metrics["val_loss_nats"]
+    click.echo(
+        f"\nDone: {metrics['steps']} steps in {metrics['train_seconds']:.0f} s, "
+        f"{metrics['train_chars_per_sec'] or 0:,.0f} chars/s"
+        + (f"; best validation {val:.4f} nats/char ({metrics['val_bits_per_char']:.4f} bits/char)" if val else "")
+        + f". Model in {out}."
+    )
 
 
 @main.command()

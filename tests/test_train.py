@@ -36,6 +36,7 @@ def test_trainer_learns_a_small_task(jit):
     trainer = Trainer(_model, config, steps_per_epoch=16)
     history = trainer.fit(_dataset(x, y, 32, True), evaluation=_dataset(x, y, 64, False), verbose=False)
     assert [r.epoch for r in history] == [1, 2, 3, 4]
+    assert trainer.step == 64
     assert history[-1].loss < history[0].loss
     assert history[-1].val_accuracy > 0.85
     assert history[-1].samples == 16 * 32
@@ -54,19 +55,65 @@ def test_gradients_are_clipped_by_their_global_norm(clip, expected_norm):
 
 
 def test_cosine_schedule_warms_up_then_decays():
-    opt = make_optimizer(TrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1), total_steps=110)
-    schedule = opt.learning_rate if callable(opt.learning_rate) else opt._learning_rate
-    lr = [float(schedule(step)) for step in (0, 5, 10, 60, 110)]
-    assert lr[0] == pytest.approx(0.0, abs=1e-9)
-    assert lr[1] == pytest.approx(5e-4, rel=1e-3)
-    assert lr[2] == pytest.approx(1e-3, rel=1e-3)
-    assert lr[2] > lr[3] > lr[4]
-    assert lr[4] == pytest.approx(1e-4, rel=1e-3)
+    config = TrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    assert config.lr_at(0, 0.0) == pytest.approx(1e-4)
+    assert config.lr_at(9, 0.1) == pytest.approx(1e-3)
+    assert config.lr_at(50, 0.5) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert config.lr_at(100, 1.0) == pytest.approx(1e-4)
+    assert config.lr_at(100, 3.0) == pytest.approx(1e-4)  # past the end stays at the floor
+    assert TrainConfig(lr=1e-3, schedule="constant").lr_at(100, 0.9) == 1e-3
 
 
 def test_weight_decay_selects_adamw_and_bad_settings_are_user_errors():
-    assert isinstance(make_optimizer(TrainConfig(weight_decay=0.01), 10), keras.optimizers.AdamW)
+    assert isinstance(make_optimizer(TrainConfig(weight_decay=0.01)), keras.optimizers.AdamW)
     with pytest.raises(SeqkitError):
-        make_optimizer(TrainConfig(lr=0), 10)
+        TrainConfig(lr=0)
     with pytest.raises(SeqkitError):
-        make_optimizer(TrainConfig(schedule="zigzag"), 10)
+        TrainConfig(schedule="zigzag")
+
+
+def test_checkpoints_resume_step_optimizer_and_time(tmp_path):
+    keras.utils.set_random_seed(0)
+    x, y = _toy_task()
+    config = TrainConfig(epochs=2, lr=1e-2)
+    first = Trainer(_model, config, steps_per_epoch=4, checkpoint_dir=tmp_path)
+    first.fit(_dataset(x, y, 32, True), evaluation=_dataset(x, y, 64, False), verbose=False)
+    assert first.step == 8
+    again = Trainer(_model, config, steps_per_epoch=4, checkpoint_dir=tmp_path)
+    assert again.restore()
+    assert again.step == 8
+    assert float(again.seconds.numpy()) == pytest.approx(float(first.seconds.numpy()))
+    for a, b in zip(first.optimizer.variables, again.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert again.fit(_dataset(x, y, 32, True), verbose=False) == []  # already finished
+    assert again.restore("best")
+    assert (tmp_path / "best").is_dir()
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+    Trainer(_model, TrainConfig(), 1, checkpoint_dir=tmp_path).save()
+
+    def other():
+        inputs = keras.Input((None, 2))
+        return keras.Model(inputs, keras.layers.Dense(2)(SequenceEncoder(7)(inputs)))
+
+    with pytest.raises(SeqkitError, match="does not match this model"):
+        Trainer(other, TrainConfig(), 1, checkpoint_dir=tmp_path).restore()
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    x, y = _toy_task(n=128)
+    x[64:] = np.nan  # the third batch of 32 onwards is poisoned
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).repeat()
+    trainer = Trainer(_model, TrainConfig(epochs=3), steps_per_epoch=2, checkpoint_dir=tmp_path)
+    with pytest.raises(SeqkitError, match="loss became nan in training step 3"):
+        trainer.fit(ds, verbose=False)
+    assert trainer.managers["checkpoints"].latest_checkpoint.endswith("ckpt-2")
+
+
+def test_the_time_budget_ends_training_early():
+    x, y = _toy_task()
+    trainer = Trainer(_model, TrainConfig(epochs=1000), steps_per_epoch=4)
+    history = trainer.fit(_dataset(x, y, 32, True), max_seconds=1e-9, verbose=False)
+    assert trainer.step == 1 and len(history) == 1
+    assert trainer.progress(1e-9) == 1.0

@@ -129,7 +129,7 @@ class SequenceEncoder(keras.layers.Layer):
             for i in range(self.layers)
             for d in range(self.directions)
         ]
-        self.dropout_layer = keras.layers.Dropout(self.dropout, seed=seed) if self.dropout else None
+        self.seed_generator = keras.random.SeedGenerator(seed) if self.dropout else None
         self.supports_masking = True
 
     @property
@@ -189,9 +189,16 @@ class SequenceEncoder(keras.layers.Layer):
                 outs.append(out if out is not None else end[0])
                 final_states.extend(end)
             x = outs[0] if self.directions == 1 else tf.concat(outs, axis=-1)
-            if self.dropout_layer is not None:
-                x = self.dropout_layer(x, training=training)
+            if training and self.seed_generator is not None:
+                x = self._dropout(x)
         return [x, *final_states] if self.return_state else x
+
+    def _dropout(self, x: tf.Tensor) -> tf.Tensor:
+        """Inverted dropout with an explicit RNG algorithm: under XLA on CPU the default
+        ("auto_select", which Keras's Dropout uses) made a training step 2.8x slower."""
+        seed = tf.cast(self.seed_generator.next(), tf.int64)
+        keep = tf.random.stateless_uniform(tf.shape(x), seed=seed, alg="philox") >= self.dropout
+        return tf.where(keep, x / (1.0 - self.dropout), tf.zeros_like(x))
 
     @staticmethod
     def _reverse(x: tf.Tensor, lengths: tf.Tensor | None) -> tf.Tensor:

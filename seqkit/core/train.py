@@ -8,14 +8,21 @@ distributed dataset, and the loss is scaled with ``tf.nn.compute_average_loss`` 
 
 Gradients are clipped by their *global* norm after the cross-replica sum; Keras's own
 ``global_clipnorm`` would clip each replica's gradients before summing them.
+
+The learning rate is set by the loop from the run's progress, the larger of the share of
+steps done and the share of the time budget used, so a cosine decay also fits a run
+bounded by wall-clock time. Checkpoints hold the model, the optimizer (its step counter is
+the data position) and the training seconds spent, so a resumed run continues exactly.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
+from pathlib import Path
+from typing import Callable
 
 import keras
 import tensorflow as tf
@@ -28,14 +35,15 @@ class TrainConfig:
     """Optimizer and loop settings.
 
     Args:
-        epochs: passes over the training data.
+        epochs: passes over the training data (the run's length in steps).
         lr: peak learning rate of Adam.
-        schedule: ``cosine`` (decay to ``lr * min_lr_ratio`` over the run) or ``constant``.
+        schedule: ``cosine`` (decay to ``lr * min_lr_ratio`` by the end of the run) or
+            ``constant``.
         warmup_steps: linear warm-up steps before the schedule.
         min_lr_ratio: final learning rate as a fraction of ``lr`` for ``cosine``.
         clip: global gradient-norm clip (None or 0 turns it off).
         weight_decay: decoupled weight decay (AdamW) when > 0.
-        jit_compile: compile the forward and backward pass with XLA (faster on CPU here).
+        jit_compile: compile the forward and backward pass with XLA.
     """
 
     epochs: int = 1
@@ -47,30 +55,30 @@ class TrainConfig:
     weight_decay: float = 0.0
     jit_compile: bool = True
 
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise SeqkitError(f"The learning rate must be positive, got {self.lr}.")
+        if self.schedule not in ("cosine", "constant"):
+            raise SeqkitError(f"Unknown schedule {self.schedule!r}: use cosine or constant.")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def lr_at(self, step: int, progress: float) -> float:
+        """Learning rate at ``step`` when ``progress`` (0..1) of the run is done."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return self.lr
+        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
 
-def make_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
-    """Adam (AdamW with weight decay) with the configured learning-rate schedule."""
-    if config.lr <= 0:
-        raise SeqkitError(f"The learning rate must be positive, got {config.lr}.")
-    if config.schedule == "cosine":
-        decay_steps = max(1, total_steps - config.warmup_steps)
-        lr = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=config.lr if not config.warmup_steps else 0.0,
-            decay_steps=decay_steps,
-            alpha=config.min_lr_ratio,
-            warmup_target=config.lr if config.warmup_steps else None,
-            warmup_steps=config.warmup_steps,
-        )
-    elif config.schedule == "constant":
-        lr = config.lr
-    else:
-        raise SeqkitError(f"Unknown schedule {config.schedule!r}: use cosine or constant.")
+
+def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    """Adam, or AdamW with weight decay; the loop sets its learning rate every step."""
     if config.weight_decay > 0:
-        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay)
-    return keras.optimizers.Adam(learning_rate=lr)
+        return keras.optimizers.AdamW(learning_rate=config.lr, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(learning_rate=config.lr)
 
 
 def sparse_loss_and_hits(labels: tf.Tensor, logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -83,13 +91,12 @@ def sparse_loss_and_hits(labels: tf.Tensor, logits: tf.Tensor) -> tuple[tf.Tenso
 
 
 @dataclass
-class EpochRecord:
-    """What one epoch measured; ``samples`` counts predictions (images, or characters).
+class Record:
+    """What one evaluation interval measured. ``samples`` counts predictions (images or
+    characters); ``seconds`` is the interval's training time, evaluation excluded."""
 
-    ``val_*`` are filled when an evaluation set is given.
-    """
-
-    epoch: int
+    step: int
+    epoch: float
     loss: float
     accuracy: float
     samples: int
@@ -113,8 +120,12 @@ class Trainer:
         build_model: returns an uncompiled Keras model mapping a batch of inputs to logits;
             called inside ``strategy.scope()``.
         config: optimizer and loop settings.
-        steps_per_epoch: training steps in one epoch (sets the schedule's length).
+        steps_per_epoch: training steps in one pass over the data.
         strategy: a ``tf.distribute`` strategy; the default one when None.
+        checkpoint_dir: where to keep checkpoints (``checkpoints/`` and ``best/``); none
+            are written when None.
+        unit: what one prediction is called in progress lines ("samples", "chars").
+        eval_name: what the evaluation set is called in progress lines ("val", "test").
     """
 
     def __init__(
@@ -123,19 +134,63 @@ class Trainer:
         config: TrainConfig,
         steps_per_epoch: int,
         strategy: tf.distribute.Strategy | None = None,
+        checkpoint_dir: str | Path | None = None,
+        unit: str = "samples",
+        eval_name: str = "val",
     ):
         self.config = config
         self.strategy = strategy or tf.distribute.get_strategy()
         self.steps_per_epoch = int(steps_per_epoch)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.unit, self.eval_name = unit, eval_name
         with self.strategy.scope():
             self.model = build_model()
-            self.optimizer = make_optimizer(config, self.steps_per_epoch * config.epochs)
+            self.optimizer = make_optimizer(config)
+            self.optimizer.build(self.model.trainable_variables)
+            self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
+            self.best_val_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False)
+        self.managers: dict[str, tf.train.CheckpointManager] = {}
+        if checkpoint_dir is not None:
+            checkpoint = tf.train.Checkpoint(
+                model=self.model,
+                optimizer=self.optimizer,
+                seconds=self.seconds,
+                best_val_loss=self.best_val_loss,
+            )
+            for kind, keep in (("checkpoints", 3), ("best", 1)):
+                self.managers[kind] = tf.train.CheckpointManager(
+                    checkpoint, Path(checkpoint_dir) / kind, max_to_keep=keep
+                )
         # No AutoGraph: the code has no tensor-dependent Python control flow to convert.
         compiled = dict(reduce_retracing=True, autograph=False)
         self._grads = tf.function(self._loss_and_grads, jit_compile=config.jit_compile, **compiled)
         self._forward = tf.function(self._eval_sums, jit_compile=config.jit_compile, **compiled)
         self._train_step = tf.function(self._distributed_train_step, **compiled)
         self._eval_step = tf.function(self._distributed_eval_step, **compiled)
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps taken so far (restored with a checkpoint)."""
+        return int(self.optimizer.iterations.numpy())
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def restore(self, kind: str = "checkpoints") -> bool:
+        """Load the latest checkpoint of ``kind`` (``checkpoints`` or ``best``) if one exists."""
+        manager = self.managers.get(kind)
+        if manager is None or manager.latest_checkpoint is None:
+            return False
+        try:
+            manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as err:
+            raise SeqkitError(
+                f"Cannot resume from {manager.latest_checkpoint} ({type(err).__name__}): it does "
+                "not match this model; use another --out, or --fresh to start over."
+            ) from None
+        return True
+
+    def save(self, kind: str = "checkpoints") -> str | None:
+        manager = self.managers.get(kind)
+        return manager.save(checkpoint_number=self.step) if manager is not None else None
 
     # -- one replica ---------------------------------------------------------------------------
     def _loss_and_grads(self, x, y):
@@ -176,12 +231,9 @@ class Trainer:
         return self._reduce(self.strategy.run(self._replica_train, args=batch))
 
     def _distributed_eval_step(self, batch):
-        return self._reduce(self.strategy.run(self._eval_sums_replica, args=batch))
+        return self._reduce(self.strategy.run(self._forward, args=batch))
 
-    def _eval_sums_replica(self, x, y):
-        return self._forward(x, y)
-
-    def distribute(self, dataset: tf.data.Dataset) -> Iterable:
+    def distribute(self, dataset: tf.data.Dataset):
         return self.strategy.experimental_distribute_dataset(dataset)
 
     # -- loops ---------------------------------------------------------------------------------
@@ -194,72 +246,115 @@ class Trainer:
             raise SeqkitError("The evaluation set is empty.")
         return totals[0] / totals[2], totals[1] / totals[2]
 
-    def current_lr(self) -> float:
-        lr = self.optimizer.learning_rate
-        return float(lr.numpy() if hasattr(lr, "numpy") else lr)
+    def progress(self, max_seconds: float | None = None) -> float:
+        """Share of the run done: steps, or the time budget when that is used up sooner."""
+        done = self.step / max(1, self.total_steps)
+        if max_seconds:
+            done = max(done, float(self.seconds.numpy()) / max_seconds)
+        return min(1.0, done)
 
     def fit(
         self,
         train: tf.data.Dataset,
         evaluation: tf.data.Dataset | None = None,
-        on_epoch_end: Callable[[EpochRecord], None] | None = None,
+        eval_every: int | None = None,
+        max_seconds: float | None = None,
+        on_eval: Callable[[Record], None] | None = None,
         verbose: bool = True,
-    ) -> list[EpochRecord]:
-        """Train for ``config.epochs`` epochs of ``steps_per_epoch`` steps each.
+    ) -> list[Record]:
+        """Train from the current step until ``total_steps`` or the time budget is reached.
 
-        ``train`` yields (inputs, labels) batches and should repeat; evaluation time is
-        excluded from the epoch's seconds so that throughput measures training alone.
+        ``train`` yields (inputs, labels) batches from the current step on and should
+        repeat. Every ``eval_every`` steps (default: one epoch) and at the end, the model
+        is evaluated, a :class:`Record` is made and handed to ``on_eval``, then checkpoints
+        are saved (the best by validation loss too). Ctrl-C saves a checkpoint before it propagates; a loss that
+        stops being finite raises :class:`SeqkitError` and saves nothing.
         """
-        history: list[EpochRecord] = []
+        eval_every = eval_every or self.steps_per_epoch
+        history: list[Record] = []
         batches = iter(self.distribute(train))
-        for epoch in range(1, self.config.epochs + 1):
-            bar = keras.utils.Progbar(
-                self.steps_per_epoch,
-                stateful_metrics=["loss", "acc", "samples/s"],
-                verbose=1 if verbose and sys.stdout.isatty() else 0,
-                unit_name="step",
-            )
-            sums = [0.0, 0.0, 0.0]
-            start = time.perf_counter()
-            for step in range(1, self.steps_per_epoch + 1):
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    raise SeqkitError("The training data ran out; it should repeat.") from None
-                sums = [a + float(b) for a, b in zip(sums, self._train_step(batch))]
-                if step % 20 == 0 or step == self.steps_per_epoch:
-                    elapsed = time.perf_counter() - start
-                    bar.update(
-                        step,
-                        [
-                            ("loss", sums[0] / sums[2]),
-                            ("acc", sums[1] / sums[2]),
-                            ("samples/s", sums[2] / elapsed),
-                        ],
-                    )
-            seconds = time.perf_counter() - start
-            record = EpochRecord(
-                epoch=epoch,
-                loss=sums[0] / sums[2],
-                accuracy=sums[1] / sums[2],
-                samples=int(sums[2]),
-                seconds=seconds,
-                lr=self.current_lr(),
-            )
-            if evaluation is not None:
-                record.val_loss, record.val_accuracy = self.evaluate(evaluation)
-            if verbose:
-                val = (
-                    f", test loss {record.val_loss:.4f}, test acc {record.val_accuracy:.4f}"
-                    if evaluation is not None
-                    else ""
-                )
-                print(
-                    f"epoch {epoch}/{self.config.epochs}: loss {record.loss:.4f}, "
-                    f"acc {record.accuracy:.4f}, {record.samples_per_sec:,.0f} samples/s{val}",
-                    flush=True,
-                )
-            history.append(record)
-            if on_epoch_end is not None:
-                on_epoch_end(record)
+        try:
+            while not self._done(max_seconds):
+                record = self._interval(batches, eval_every, max_seconds, verbose)
+                self._evaluate(record, evaluation, verbose)
+                if on_eval is not None:  # before the checkpoint: a resume drops later records
+                    on_eval(record)
+                self._checkpoint(record)
+                history.append(record)
+        except KeyboardInterrupt:
+            self.save()
+            raise
         return history
+
+    def _done(self, max_seconds: float | None) -> bool:
+        out_of_time = max_seconds is not None and float(self.seconds.numpy()) >= max_seconds
+        return self.step >= self.total_steps or out_of_time
+
+    def _interval(self, batches, eval_every: int, max_seconds: float | None, verbose: bool) -> Record:
+        """Train up to the next evaluation point; return what it measured."""
+        target = min(self.total_steps, (self.step // eval_every + 1) * eval_every)
+        bar = keras.utils.Progbar(
+            target - self.step,
+            stateful_metrics=["loss", "acc", f"{self.unit}/s"],
+            verbose=1 if verbose and sys.stdout.isatty() else 0,
+            unit_name="step",
+        )
+        sums, done, spent = [0.0, 0.0, 0.0], 0, 0.0
+        while self.step < target and not (max_seconds and float(self.seconds.numpy()) >= max_seconds):
+            step = self.step
+            self.optimizer.learning_rate.assign(self.config.lr_at(step, self.progress(max_seconds)))
+            start = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                raise SeqkitError("The training data ran out; it should repeat.") from None
+            values = [float(v) for v in self._train_step(batch)]
+            elapsed = time.perf_counter() - start
+            self.seconds.assign_add(elapsed)
+            if not math.isfinite(values[0]):
+                raise SeqkitError(
+                    f"The loss became {values[0]} in training step {step + 1}: training stopped and the "
+                    "last good checkpoint was kept; try a lower --lr or a smaller --clip."
+                )
+            sums = [a + b for a, b in zip(sums, values)]
+            done, spent = done + 1, spent + elapsed
+            if done % 20 == 0 or self.step >= target:
+                bar.update(
+                    done,
+                    [("loss", sums[0] / sums[2]), ("acc", sums[1] / sums[2]), (f"{self.unit}/s", sums[2] / spent)],
+                )
+        if done == 0:
+            raise SeqkitError("No training step fits in the time budget: raise --max-time.")
+        return Record(
+            step=self.step,
+            epoch=self.step / self.steps_per_epoch,
+            loss=sums[0] / sums[2],
+            accuracy=sums[1] / sums[2],
+            samples=int(sums[2]),
+            seconds=spent,
+            lr=float(self.optimizer.learning_rate.numpy()),
+        )
+
+    def _evaluate(self, record: Record, evaluation, verbose: bool) -> None:
+        if evaluation is not None:
+            record.val_loss, record.val_accuracy = self.evaluate(evaluation)
+        if verbose:
+            val = (
+                f", {self.eval_name} loss {record.val_loss:.4f}, {self.eval_name} acc {record.val_accuracy:.4f}"
+                if record.val_loss is not None
+                else ""
+            )
+            print(
+                f"epoch {record.epoch:.2f} (step {record.step}/{self.total_steps}): loss "
+                f"{record.loss:.4f}, acc {record.accuracy:.4f}, "
+                f"{record.samples_per_sec:,.0f} {self.unit}/s{val}",
+                flush=True,
+            )
+
+    def _checkpoint(self, record: Record) -> None:
+        best = record.val_loss is not None and record.val_loss < float(self.best_val_loss.numpy())
+        if best:
+            self.best_val_loss.assign(record.val_loss)
+        self.save()
+        if best:
+            self.save("best")

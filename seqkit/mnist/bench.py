@@ -59,8 +59,8 @@ PROFILES: dict[str, BenchConfig] = {
     ),
     "default": BenchConfig(
         profile="default",
-        model=ClassifierConfig(cell="lstm", layers=2, units=128),
-        train=TrainConfig(epochs=12, lr=2e-3, schedule="cosine", warmup_steps=100, clip=5.0),
+        model=ClassifierConfig(cell="lstm", layers=2, units=128, dropout=0.2),
+        train=TrainConfig(epochs=11, lr=2e-3, schedule="cosine", warmup_steps=100, clip=5.0),
         batch_size=128,
         accuracy_tolerance=0.003,
     ),
@@ -129,7 +129,11 @@ def run(config: BenchConfig, data_dir: str | None = None, verbose: bool = True) 
     gflops = machine_gflops()
     keras.utils.set_random_seed(config.seed)
     trainer = Trainer(
-        lambda: build_classifier(config.model, seed=config.seed), config.train, steps_per_epoch
+        lambda: build_classifier(config.model, seed=config.seed),
+        config.train,
+        steps_per_epoch,
+        unit="images",
+        eval_name="test",
     )
     train_ds = row_sequences(images, labels, config.batch_size, train=True, seed=config.seed)
     test_ds = row_sequences(data.test_images, data.test_labels, 1000, train=False)

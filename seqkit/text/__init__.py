@@ -1,0 +1,1 @@
+"""Character language model: vocabulary, corpus pipeline, model and training."""

@@ -1,0 +1,124 @@
+"""`train-char` end to end on a tiny corpus: learning, resuming, outputs, and bad input."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from seqkit.core.train import TrainConfig, Trainer
+from seqkit.errors import SeqkitError
+from seqkit.text.train import CharConfig, train_char
+
+from conftest import REPO
+
+SENTENCE = "the quick brown fox jumps over the lazy dog. "
+
+
+def tiny(**overrides) -> CharConfig:
+    train = TrainConfig(epochs=overrides.pop("epochs", 3), lr=1e-2, warmup_steps=5)
+    base = CharConfig(embedding=8, layers=1, units=48, seq_len=16, batch_size=8, eval_every=20, train=train)
+    return dataclasses.replace(base, **overrides)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(SENTENCE * 80, encoding="utf-8")
+    return path
+
+
+def _weights(out):
+    import keras
+
+    return keras.models.load_model(out / "model.keras").get_weights()
+
+
+def test_a_tiny_model_learns_a_tiny_corpus_and_writes_its_outputs(corpus, tmp_path):
+    out = tmp_path / "run"
+    metrics = train_char(corpus, out, tiny(epochs=6), verbose=False)
+    assert metrics["val_loss_nats"] < 0.7  # uniform guessing over 28 symbols is 3.3
+    assert metrics["val_bits_per_char"] == pytest.approx(metrics["val_loss_nats"] / np.log(2))
+    for name in ("config.json", "vocab.json", "metrics.json", "history.csv", "model.keras", "curves.png"):
+        assert (out / name).is_file(), name
+    assert (out / "checkpoints" / "checkpoint").is_file() and (out / "best" / "checkpoint").is_file()
+    assert list((out / "logs").iterdir())
+    saved = json.loads((out / "metrics.json").read_text())
+    for key in ("val_loss_nats", "val_bits_per_char", "train_chars_per_sec", "steps", "train_seconds"):
+        assert saved[key] is not None, key
+    assert saved["steps"] == 6 * (((80 * len(SENTENCE) * 9 // 10) - 16) // 16 // 8)
+
+
+def test_resume_continues_from_the_saved_step_to_the_same_weights(corpus, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    train_char(corpus, straight, tiny(), verbose=False)
+
+    interrupted = tmp_path / "interrupted"
+    original = Trainer._checkpoint
+
+    def interrupt_after_first_checkpoint(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_checkpoint", interrupt_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train_char(corpus, interrupted, tiny(), verbose=False)
+    monkeypatch.setattr(Trainer, "_checkpoint", original)
+    assert not (interrupted / "metrics.json").exists()
+    metrics = train_char(corpus, interrupted, tiny(), verbose=False)
+    rows = (interrupted / "history.csv").read_text().splitlines()
+    assert [int(float(r.split(",")[0])) for r in rows[1:]][:2] == [20, 40]  # resumed at step 20
+    assert metrics["steps"] == json.loads((straight / "metrics.json").read_text())["steps"]
+    for a, b in zip(_weights(straight), _weights(interrupted)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_an_out_dir_of_another_configuration_is_refused_and_left_alone(corpus, tmp_path):
+    out = tmp_path / "run"
+    train_char(corpus, out, tiny(epochs=1), verbose=False)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(SeqkitError, match="another configuration.*units"):
+        train_char(corpus, out, tiny(epochs=1, units=32), verbose=False)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert train_char(corpus, out, tiny(epochs=1, units=32), fresh=True, verbose=False)["steps"] > 0
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "seqkit.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env={**os.environ},
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "does not exist"),
+        (b"", "is empty"),
+        (b"short", "fewer than one window"),
+        (b"caf\xe9 " * 100, "byte offset 3 cannot be decoded; if the file uses another encoding"),
+    ],
+)
+def test_bad_corpora_end_in_one_line(tmp_path, content, message):
+    path = tmp_path / "c.txt"
+    if content is not None:
+        path.write_bytes(content)
+    result = _cli("train-char", str(path), "--out", str(tmp_path / "out"), "--seq-len", "16")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unwritable_out_ends_in_one_line(corpus, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = _cli("train-char", str(corpus), "--out", str(blocker / "run"), "--seq-len", "16")
+    assert result.returncode == 1
+    assert "Cannot write to --out" in result.stderr and result.stderr.count("\n") == 1
