@@ -33,11 +33,10 @@ def test_help_lists_the_commands():
     assert "mnist" in CliRunner().invoke(main, ["bench", "--help"]).output
 
 
-@pytest.mark.parametrize("command", [["train-char", "corpus.txt"], ["generate"]])
-def test_unbuilt_commands_say_so_and_fail(command):
-    result = _seqkit(*command)
+def test_unbuilt_commands_say_so_and_fail():
+    result = _seqkit("generate")
     assert result.returncode == 1
-    assert result.stderr.strip() == f"seqkit: error: {command[0]} is not built yet in this version of seqkit."
+    assert result.stderr.strip() == "seqkit: error: generate is not built yet in this version of seqkit."
 
 
 def test_missing_data_is_one_line_and_exit_1(tmp_path):

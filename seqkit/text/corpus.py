@@ -26,7 +26,7 @@ import numpy as np
 from seqkit.errors import SeqkitError
 from seqkit.text.vocab import Vocabulary
 
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 2 << 20  # temporaries per chunk are ~30x its size
 
 
 def _chunks(data, begin: int = 0, size: int = CHUNK_BYTES) -> list[tuple[int, int]]:
@@ -171,7 +171,11 @@ def window_starts(n_ids: int, seq_len: int, seed: int, epoch: int) -> np.ndarray
 
 
 def train_windows(ids: np.ndarray, seq_len: int, batch_size: int, seed: int, start_step: int = 0):
-    """Endless (inputs, targets) batches [batch, seq_len] from global step ``start_step`` on."""
+    """Endless (inputs, targets) batches [batch, seq_len] from global step ``start_step`` on.
+
+    Windows are cut from ``ids`` in NumPy as each batch is needed, so the corpus is held
+    once, not copied into a TensorFlow constant.
+    """
     import tensorflow as tf
 
     per_epoch = windows_per_epoch(len(ids), seq_len)
@@ -180,6 +184,7 @@ def train_windows(ids: np.ndarray, seq_len: int, batch_size: int, seed: int, sta
             f"The training text has {len(ids)} characters, fewer than one window of "
             f"--seq-len {seq_len} + 1: use a longer corpus or a smaller --seq-len."
         )
+    offsets = np.arange(seq_len + 1)
 
     def batches():
         position = start_step * batch_size
@@ -189,13 +194,13 @@ def train_windows(ids: np.ndarray, seq_len: int, batch_size: int, seed: int, sta
             starts = window_starts(len(ids), seq_len, seed, epoch)[index:]
             pending = np.concatenate([pending, starts])
             while len(pending) >= batch_size:
-                yield pending[:batch_size]
+                yield ids[pending[:batch_size, None] + offsets].astype(np.int32)
                 pending = pending[batch_size:]
             epoch, index = epoch + 1, 0
 
-    spec = tf.TensorSpec([batch_size], tf.int64)
-    starts = tf.data.Dataset.from_generator(batches, output_signature=spec)
-    return starts.map(_gatherer(ids, seq_len)).prefetch(tf.data.AUTOTUNE)
+    spec = tf.TensorSpec([batch_size, seq_len + 1], tf.int32)
+    windows = tf.data.Dataset.from_generator(batches, output_signature=spec)
+    return windows.map(_split).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_windows(ids: np.ndarray, seq_len: int, batch_size: int):
@@ -205,18 +210,11 @@ def eval_windows(ids: np.ndarray, seq_len: int, batch_size: int):
     seq_len = min(seq_len, len(ids) - 1)
     if seq_len < 1:
         raise SeqkitError("The validation text is shorter than two characters: raise --val-fraction.")
-    starts = np.arange((len(ids) - 1) // seq_len, dtype=np.int64) * seq_len
-    return tf.data.Dataset.from_tensor_slices(starts).batch(batch_size).map(_gatherer(ids, seq_len))
+    starts = np.arange((len(ids) - 1) // seq_len) * seq_len
+    windows = ids[starts[:, None] + np.arange(seq_len + 1)].astype(np.int32)
+    return tf.data.Dataset.from_tensor_slices(windows).batch(batch_size).map(_split)
 
 
-def _gatherer(ids: np.ndarray, seq_len: int):
-    import tensorflow as tf
-
-    table = tf.constant(ids)
-    offsets = tf.range(seq_len + 1, dtype=tf.int64)
-
-    def gather(starts):
-        window = tf.cast(tf.gather(table, starts[:, None] + offsets[None, :]), tf.int32)
-        return window[:, :-1], window[:, 1:]
-
-    return gather
+def _split(window):
+    """A window of seq_len + 1 ids -> (inputs, targets shifted by one)."""
+    return window[..., :-1], window[..., 1:]

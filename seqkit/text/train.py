@@ -47,14 +47,16 @@ class CharConfig:
     layers: int = 2
     units: int = 256
     dropout: float = 0.0
-    seq_len: int = 100
-    batch_size: int = 64
+    seq_len: int = 64
+    batch_size: int = 32
     val_fraction: float = 0.1
     normalization: str = "NFC"
     eval_every: int = 200
     max_time: float | None = None
     seed: int = 1
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, lr=2e-3, clip=5.0))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=20, lr=5e-3, warmup_steps=100, clip=5.0)
+    )
 
     def model_config(self, vocab: Vocabulary) -> CharModelConfig:
         return CharModelConfig(vocab.size, self.embedding, self.cell, self.layers, self.units, self.dropout)
