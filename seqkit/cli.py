@@ -117,10 +117,108 @@ def train_char(corpus, out, encoding, fresh, **options) -> None:
     )
 
 
+def _visible(char: str) -> str:
+    """A character as the terminal should show it: whitespace and controls escaped."""
+    named = {" ": "\u2423", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+    if char in named:
+        return named[char]
+    return char if char.isprintable() else f"\\u{ord(char):04x}"
+
+
+def _print_tree(nodes, indent: int = 0) -> None:
+    for node in nodes:
+        click.echo(f"{'  ' * indent}{_visible(node.char)}  p={node.prob:.3f}  path={node.path_prob:.4f}")
+        _print_tree(node.children, indent + 1)
+
+
 @main.command()
-def generate() -> None:
-    """Generate text from a trained character model (not built yet)."""
-    raise SeqkitError("generate is not built yet in this version of seqkit.")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="A train-char --out folder.")
+@click.option("--prime", default="", help="Text to continue.")
+@click.option("--length", default=200, show_default=True, type=int, help="Characters to generate.")
+@click.option("--temperature", default=1.0, show_default=True, type=float, help="Sampling temperature.")
+@click.option("--top-k", default=0, show_default=True, type=int, help="Sample among the k likeliest (0: all).")
+@click.option("--top-p", default=1.0, show_default=True, type=float, help="Nucleus mass to sample from.")
+@click.option("--greedy", is_flag=True, help="Always take the likeliest character.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed: the same seed, the same text.")
+@click.option("--beam", type=int, help="Beam search: print the N best continuations.")
+@click.option("--tree", is_flag=True, help="Show the prediction tree of likely next characters.")
+@click.option("--width", default=5, show_default=True, type=int, help="Tree: children per node.")
+@click.option("--depth", default=3, show_default=True, type=int, help="Tree: levels.")
+@click.option("--drop-unknown", is_flag=True, help="Drop prime characters the model never saw.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def generate(model_dir, prime, length, temperature, top_k, top_p, greedy, seed, beam, tree, width, depth, drop_unknown, as_json) -> None:
+    """Continue a prime by sampling, by --beam search, or show the --tree of predictions."""
+    import json
+
+    from seqkit.decode.lm import CharLM
+    from seqkit.decode.samplers import Sampler
+    from seqkit.decode.search import beam_search, prediction_tree, sample
+
+    sampler = Sampler(temperature, top_k, top_p, greedy)
+    if beam is not None and beam < 1:
+        raise SeqkitError("--beam must be at least 1.")
+    lm = CharLM.load(model_dir)
+    ids = lm.encode_prime(prime, drop_unknown)
+    if tree:
+        usable = lm.vocab.size - 1
+        if width > usable:
+            click.echo(f"note: --width {width} is more than the {usable} characters the model knows; using {usable}.", err=True)
+        nodes = prediction_tree(lm, ids, min(width, usable), depth)
+        if as_json:
+            click.echo(json.dumps({"prime": prime, "tree": [n.to_dict() for n in nodes]}, ensure_ascii=False, indent=1))
+        else:
+            click.echo(f"after {prime!r}:")
+            _print_tree(nodes, 1)
+    elif beam is not None:
+        beams = beam_search(lm, ids, beam, length)
+        if as_json:
+            rows = [{"text": b.text, "log_prob": b.log_prob, "log_prob_per_char": b.per_char} for b in beams]
+            click.echo(json.dumps({"prime": prime, "beams": rows}, ensure_ascii=False, indent=1))
+        else:
+            for b in beams:
+                click.echo(f"{b.log_prob:9.3f}  {b.per_char:7.4f}/char  {prime}{b.text}")
+    else:
+        text = sample(lm, ids, length, sampler, seed)
+        if as_json:
+            click.echo(json.dumps({"prime": prime, "text": text, "seed": seed}, ensure_ascii=False))
+        else:
+            click.echo(prime + text)
+
+
+@main.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="A train-char --out folder.")
+@click.argument("text", required=False)
+@click.option("--file", "path", type=click.Path(dir_okay=False), help="Score this file instead.")
+@click.option("--per-char", is_flag=True, help="Also show each character's surprisal.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def score(model_dir, text, path, per_char, as_json) -> None:
+    """How likely the model finds a text: log-probability, bits per char, perplexity."""
+    import json
+    from pathlib import Path
+
+    from seqkit.decode.lm import CharLM
+    from seqkit.decode.search import score as score_text
+
+    if (text is None) == (path is None):
+        raise click.UsageError("Give a TEXT or --file PATH (one of them).")
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise SeqkitError(f"Cannot read {path} as UTF-8 text ({err}).") from None
+    result = score_text(CharLM.load(model_dir), text)
+    if not per_char:
+        result.pop("surprisal_bits")
+    if as_json:
+        click.echo(json.dumps(result, ensure_ascii=False, indent=1))
+        return
+    click.echo(
+        f"{result['characters_scored']} characters: log-probability {result['log_prob_nats']:.3f} nats, "
+        f"{result['nats_per_char']:.4f} nats/char, {result['bits_per_char']:.4f} bits/char, "
+        f"perplexity {result['perplexity']:.3f}"
+    )
+    for row in result.get("surprisal_bits", []):
+        click.echo(f"  {_visible(row['char'])}  {row['bits']:.3f} bits")
 
 
 @main.group()

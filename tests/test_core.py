@@ -203,3 +203,16 @@ def test_fused_lstm_matches_autodiff_values_and_gradients(return_sequences, mask
         np.testing.assert_allclose(a, b, atol=1e-5)
     for a, b in zip(our_grads, ref_grads):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_single_steps_equal_the_sequence_run(cell):
+    enc = SequenceEncoder(4, cell=cell, layers=2, return_sequences=True, return_state=True)
+    x = _random(2, 5, 3)
+    full, *states = enc(x)
+    carried = enc.get_initial_state(2)
+    for t in range(5):
+        out, carried = enc.step(tf.constant(x[:, t]), carried)
+        np.testing.assert_allclose(out, full[:, t], atol=1e-5)
+    for a, b in zip(carried, states):
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -155,6 +155,18 @@ class SequenceEncoder(keras.layers.Layer):
         initial_state: Sequence[tf.Tensor] | None = None,
         training=None,
     ):
+        x, final_states = self.run(inputs, mask, lengths, initial_state, training)
+        return [x, *final_states] if self.return_state else x
+
+    def run(
+        self,
+        inputs,
+        mask=None,
+        lengths=None,
+        initial_state: Sequence[tf.Tensor] | None = None,
+        training=None,
+    ) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """Like :meth:`call`, but always returns ``(outputs, final_states)``."""
         x = tf.convert_to_tensor(inputs)
         steps = tf.shape(x)[1]
         if lengths is not None:
@@ -191,7 +203,25 @@ class SequenceEncoder(keras.layers.Layer):
             x = outs[0] if self.directions == 1 else tf.concat(outs, axis=-1)
             if training and self.seed_generator is not None:
                 x = self._dropout(x)
-        return [x, *final_states] if self.return_state else x
+        return x, final_states
+
+    def step(self, x: tf.Tensor, states: Sequence[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """One time step at inference, for decoding: ``x`` [batch, features] and the flat
+        states in, the last layer's output [batch, units] and the new states out.
+
+        Equals :meth:`call` on a length-1 sequence with ``initial_state``, without the time
+        loop around it.
+        """
+        if self.bidirectional:
+            raise SeqkitError("A bidirectional encoder reads whole sequences; it cannot step.")
+        states, new_states = list(states), []
+        for cell in self.cells:
+            cell_states = tuple(states[: cell.state_count])
+            states = states[cell.state_count :]
+            cell_states = cell.step(cell.project(x), cell_states)
+            new_states.extend(cell_states)
+            x = cell_states[0]
+        return x, new_states
 
     def _dropout(self, x: tf.Tensor) -> tf.Tensor:
         """Inverted dropout with an explicit RNG algorithm: under XLA on CPU the default

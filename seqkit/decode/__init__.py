@@ -1,0 +1,1 @@
+"""Decoding a character model: sampling strategies, beam search, prediction trees, scoring."""

@@ -1,0 +1,109 @@
+"""A trained character model loaded for decoding: incremental steps with carried state.
+
+The prime is run through the model once; every further character costs one step of the
+recurrent core (:meth:`SequenceEncoder.step`), not a re-run of the whole prefix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from seqkit.errors import SeqkitError
+from seqkit.fileio import read_json
+from seqkit.text.vocab import UNKNOWN_ID, Vocabulary, describe
+
+
+class CharLM:
+    """A character model and its vocabulary.
+
+    Args:
+        model: the Keras model of :func:`seqkit.text.model.build_char_model`.
+        vocab: its vocabulary.
+    """
+
+    def __init__(self, model, vocab: Vocabulary):
+        self.model, self.vocab = model, vocab
+        self.embedding = model.get_layer("embedding")
+        self.encoder = model.get_layer("encoder")
+        self.logits_layer = model.get_layer("logits")
+        signature = dict(reduce_retracing=True, autograph=False)
+        self._prime = tf.function(self._prime_fn, **signature)
+        self._step = tf.function(self._step_fn, **signature)
+        self.sample_loops: dict = {}  # compiled sampling loops, one per sampler
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CharLM":
+        """Load ``seqkit train-char``'s output folder (model.keras, else its best checkpoint)."""
+        import keras
+
+        from seqkit.core.train import Trainer, TrainConfig
+        from seqkit.text.model import CharModelConfig, build_char_model
+
+        path = Path(path)
+        if not (path / "config.json").is_file() or not (path / "vocab.json").is_file():
+            raise SeqkitError(
+                f"{path} holds no trained model (config.json and vocab.json are missing): "
+                "point --model at a seqkit train-char --out folder."
+            )
+        vocab = Vocabulary.load(path / "vocab.json")
+        if (path / "model.keras").is_file():
+            try:
+                model = keras.models.load_model(path / "model.keras")
+            except Exception as err:  # Keras raises many types for a damaged archive
+                raise SeqkitError(f"{path / 'model.keras'} is damaged ({type(err).__name__}): retrain, or delete it to use the last checkpoint.") from None
+        else:
+            identity = read_json(path / "config.json", "saved configuration").get("identity", {})
+            try:
+                config = CharModelConfig(**{k: identity[k] for k in CharModelConfig.__dataclass_fields__})
+            except (KeyError, TypeError):
+                raise SeqkitError(f"{path / 'config.json'} is damaged: retrain.") from None
+            trainer = Trainer(lambda: build_char_model(config), TrainConfig(), 1, checkpoint_dir=path)
+            if not (trainer.restore("best") or trainer.restore()):
+                raise SeqkitError(f"{path} has no model.keras and no checkpoint yet: train first.")
+            model = trainer.model
+        if model.get_layer("logits").units != vocab.size:
+            raise SeqkitError(f"{path}: the model and vocab.json do not belong together: retrain.")
+        return cls(model, vocab)
+
+    # -- compiled pieces -----------------------------------------------------------------------
+    def _prime_fn(self, ids):
+        """Run prime ids [batch, time]; return the last step's log-probs and the states."""
+        out, states = self.encoder.run(self.embedding(ids))
+        return tf.nn.log_softmax(self.logits_layer(out[:, -1])), states
+
+    def _step_fn(self, ids, states):
+        """One character per row: ids [batch] -> log-probs [batch, vocab], new states."""
+        out, states = self.encoder.step(self.embedding(ids), states)
+        return tf.nn.log_softmax(self.logits_layer(out)), states
+
+    # -- public --------------------------------------------------------------------------------
+    def encode_prime(self, prime: str, drop_unknown: bool = False) -> np.ndarray:
+        """Ids of a prime; characters the model never saw are an error (or dropped)."""
+        unknown = self.vocab.unknown_chars(prime)
+        if unknown and not drop_unknown:
+            raise SeqkitError(
+                f"The prime has characters the model never saw: {describe(unknown)}; remove them "
+                "or pass --drop-unknown."
+            )
+        ids = self.vocab.encode(prime)
+        ids = ids[ids != UNKNOWN_ID]
+        if ids.size == 0:
+            newline = self.vocab.encode("\n")
+            ids = newline if newline[0] != UNKNOWN_ID else np.array([1], np.int32)
+        return ids.astype(np.int32)
+
+    def prime(self, ids: np.ndarray, copies: int = 1):
+        """Log-probs of the next character after ``ids``, and the states, in ``copies`` rows."""
+        return self._prime(tf.constant(np.tile(ids[None, :], (copies, 1)), tf.int32))
+
+    def step(self, ids, states):
+        return self._step(tf.convert_to_tensor(ids, tf.int32), list(states))
+
+    def log_probs(self, ids: np.ndarray) -> np.ndarray:
+        """Log-probability of each id after the first, given its prefix: [len(ids) - 1]."""
+        logits = self.model(tf.constant(ids[None, :], tf.int32), training=False)[0]
+        logp = tf.nn.log_softmax(logits[:-1])
+        return tf.gather(logp, ids[1:], batch_dims=1).numpy()

@@ -1,0 +1,185 @@
+"""Decoding a small trained model: agreement with the full model, beam search, tree, CLI."""
+
+import dataclasses
+import itertools
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seqkit.core.train import TrainConfig
+from seqkit.decode.lm import CharLM
+from seqkit.decode.samplers import Sampler, filter_logits
+from seqkit.decode.search import beam_search, prediction_tree, sample, score
+from seqkit.errors import SeqkitError
+from seqkit.text.train import CharConfig, train_char
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny model trained on a small alphabet, so exhaustive search stays small."""
+    root = tmp_path_factory.mktemp("decode")
+    (root / "corpus.txt").write_text("abcab cba bca acb " * 60, encoding="utf-8")
+    train = TrainConfig(epochs=3, lr=1e-2, warmup_steps=5)
+    config = CharConfig(embedding=8, layers=2, units=24, seq_len=16, batch_size=8, eval_every=30, train=train)
+    train_char(root / "corpus.txt", root / "model", config, verbose=False)
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def lm(model_dir):
+    return CharLM.load(model_dir)
+
+
+def test_step_by_step_equals_the_full_sequence(lm):
+    ids = lm.vocab.encode("abc cab bac")
+    full = tf.nn.log_softmax(lm.model(ids[None, :], training=False)[0]).numpy()
+    log_probs, states = lm.prime(ids[:3])
+    np.testing.assert_allclose(log_probs[0], full[2], atol=1e-5)
+    for t in range(3, len(ids)):
+        log_probs, states = lm.step(ids[t : t + 1], states)
+        np.testing.assert_allclose(log_probs[0], full[t], atol=1e-5)
+
+
+def _exhaustive(lm, prime_ids, length):
+    usable = range(1, lm.vocab.size)  # the unknown id 0 is never generated
+    scored = []
+    for seq in itertools.product(usable, repeat=length):
+        ids = np.concatenate([prime_ids, np.asarray(seq, np.int32)])
+        scored.append((float(lm.log_probs(ids)[len(prime_ids) - 1 :].sum()), lm.vocab.decode(seq)))
+    return sorted(scored, reverse=True)
+
+
+def test_a_wide_enough_beam_is_exhaustive_search(lm):
+    prime = lm.encode_prime("ab")
+    exhaustive = _exhaustive(lm, prime, 3)
+    beams = beam_search(lm, prime, width=len(exhaustive), length=3)
+    assert len(beams) == len(exhaustive)
+    for beam, (log_prob, text) in zip(beams[:10], exhaustive[:10]):
+        assert beam.text == text
+        assert beam.log_prob == pytest.approx(log_prob, abs=1e-4)
+
+
+def test_beam_scores_are_the_sequences_log_probs_and_sorted(lm):
+    prime = lm.encode_prime("ca")
+    beams = beam_search(lm, prime, width=4, length=6)
+    assert [b.log_prob for b in beams] == sorted((b.log_prob for b in beams), reverse=True)
+    for beam in beams:
+        ids = np.concatenate([prime, lm.vocab.encode(beam.text)])
+        assert beam.log_prob == pytest.approx(float(lm.log_probs(ids)[len(prime) - 1 :].sum()), abs=1e-4)
+        assert beam.per_char == pytest.approx(beam.log_prob / 6)
+
+
+def test_beam_one_is_greedy(lm):
+    prime = lm.encode_prime("b")
+    greedy = sample(lm, prime, 12, Sampler(greedy=True))
+    assert beam_search(lm, prime, width=1, length=12)[0].text == greedy
+
+
+def test_sampling_is_reproducible_with_a_seed(lm):
+    prime = lm.encode_prime("a")
+    sampler = Sampler(temperature=1.3, top_k=3)
+    first = sample(lm, prime, 40, sampler, seed=7)
+    assert sample(lm, prime, 40, sampler, seed=7) == first and len(first) == 40
+    assert any(sample(lm, prime, 40, sampler, seed=s) != first for s in range(8, 12))
+
+
+def test_the_tree_holds_conditional_and_path_probabilities(lm):
+    prime = lm.encode_prime("abc")
+    roots = prediction_tree(lm, prime, width=3, depth=2)
+    log_probs, _ = lm.prime(prime)
+    probs = np.exp(log_probs[0].numpy())
+    assert [r.prob for r in roots] == sorted((r.prob for r in roots), reverse=True)
+    assert roots[0].prob == pytest.approx(probs[1:].max(), rel=1e-5)
+    for root in roots:
+        assert len(root.children) == 3
+        for child in root.children:
+            assert child.path_prob == pytest.approx(root.prob * child.prob, rel=1e-5)
+            ids = np.concatenate([prime, lm.vocab.encode(root.char + child.char)])
+            assert math.log(child.path_prob) == pytest.approx(float(lm.log_probs(ids)[-2:].sum()), abs=1e-4)
+
+
+def test_score_reports_consistent_figures(lm):
+    result = score(lm, "abc cab")
+    assert result["characters_scored"] == 6
+    assert result["nats_per_char"] == pytest.approx(-result["log_prob_nats"] / 6)
+    assert result["perplexity"] == pytest.approx(math.exp(result["nats_per_char"]))
+    assert sum(r["bits"] for r in result["surprisal_bits"]) == pytest.approx(-result["log_prob_nats"] / math.log(2), rel=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(-20, 20), min_size=3, max_size=12),
+    st.floats(0.1, 3.0),
+    st.integers(0, 12),
+    st.floats(0.01, 1.0),
+)
+def test_filtering_keeps_a_valid_distribution(logits, temperature, top_k, top_p):
+    filtered = filter_logits(tf.constant([logits], tf.float32), temperature, top_k, top_p).numpy()[0]
+    kept = np.isfinite(filtered)
+    assert not kept[0]  # the unknown id is never drawn
+    assert kept.sum() >= 1
+    if top_k:
+        assert kept.sum() <= max(top_k, 1) or len(set(np.asarray(logits)[kept])) < kept.sum()
+    probs = tf.nn.softmax(filtered).numpy()
+    assert probs.sum() == pytest.approx(1.0, abs=1e-5) and (probs >= 0).all()
+    best = int(np.argmax(np.asarray(logits)[1:])) + 1
+    assert kept[best]  # the likeliest usable id survives every filter
+
+
+@pytest.mark.parametrize(
+    "sampler_args",
+    [{"temperature": 0}, {"temperature": -1}, {"top_p": 0}, {"top_p": 1.5}, {"top_k": -1}],
+)
+def test_impossible_sampler_settings_are_user_errors(sampler_args):
+    with pytest.raises(SeqkitError):
+        Sampler(**sampler_args)
+
+
+def test_length_beam_and_width_below_one_are_user_errors(lm):
+    prime = lm.encode_prime("a")
+    with pytest.raises(SeqkitError):
+        sample(lm, prime, 0, Sampler())
+    with pytest.raises(SeqkitError):
+        beam_search(lm, prime, width=0, length=3)
+    with pytest.raises(SeqkitError):
+        prediction_tree(lm, prime, width=0, depth=2)
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "seqkit.cli", *args], capture_output=True, text=True, cwd=REPO, env={**os.environ}, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prime", "xyz"], 'never saw: "x", "y", "z"; remove them or pass --drop-unknown'),
+        (["--beam", "0"], "--beam must be at least 1"),
+        (["--temperature", "0"], "use --greedy"),
+        (["--length", "0"], "--length must be at least 1"),
+        (["--top-p", "2"], "--top-p must be in (0, 1]"),
+    ],
+)
+def test_generate_bad_input_is_one_line(model_dir, args, message):
+    result = _cli("generate", "--model", str(model_dir), *args)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_generate_cli_modes_and_missing_model(model_dir, tmp_path):
+    result = _cli("generate", "--model", str(model_dir), "--prime", "ab", "--tree", "--width", "99", "--depth", "2", "--json")
+    assert result.returncode == 0 and '"path_prob"' in result.stdout and "using" in result.stderr
+    result = _cli("generate", "--model", str(model_dir), "--prime", "ab", "--beam", "2", "--length", "4")
+    assert result.returncode == 0 and len(result.stdout.strip().splitlines()) == 2
+    result = _cli("generate", "--model", str(tmp_path))
+    assert result.returncode == 1 and "holds no trained model" in result.stderr
