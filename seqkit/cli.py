@@ -144,9 +144,10 @@ def _print_tree(nodes, indent: int = 0) -> None:
 @click.option("--tree", is_flag=True, help="Show the prediction tree of likely next characters.")
 @click.option("--width", default=5, show_default=True, type=int, help="Tree: children per node.")
 @click.option("--depth", default=3, show_default=True, type=int, help="Tree: levels.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Tree: also draw it (.png or .svg).")
 @click.option("--drop-unknown", is_flag=True, help="Drop prime characters the model never saw.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def generate(model_dir, prime, length, temperature, top_k, top_p, greedy, seed, beam, tree, width, depth, drop_unknown, as_json) -> None:
+def generate(model_dir, prime, length, temperature, top_k, top_p, greedy, seed, beam, tree, width, depth, plot_path, drop_unknown, as_json) -> None:
     """Continue a prime by sampling, by --beam search, or show the --tree of predictions."""
     import json
 
@@ -164,6 +165,10 @@ def generate(model_dir, prime, length, temperature, top_k, top_p, greedy, seed, 
         if width > usable:
             click.echo(f"note: --width {width} is more than the {usable} characters the model knows; using {usable}.", err=True)
         nodes = prediction_tree(lm, ids, min(width, usable), depth)
+        if plot_path:
+            from seqkit.plots import plot_tree
+
+            plot_tree(nodes, plot_path, prime, lambda n: f"{_visible(n.char)}  {n.prob:.2f}  {n.path_prob:.3f}")
         if as_json:
             click.echo(json.dumps({"prime": prime, "tree": [n.to_dict() for n in nodes]}, ensure_ascii=False, indent=1))
         else:
@@ -219,6 +224,17 @@ def score(model_dir, text, path, per_char, as_json) -> None:
     )
     for row in result.get("surprisal_bits", []):
         click.echo(f"  {_visible(row['char'])}  {row['bits']:.3f} bits")
+
+
+@main.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="A train-char --out folder.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="New folder for the SavedModel.")
+def export(model_dir, out) -> None:
+    """Write a TensorFlow SavedModel that serves the model without seqkit."""
+    from seqkit.decode.export import export as run
+
+    path = run(model_dir, out)
+    click.echo(f"SavedModel in {path}: signatures serving_default (next-character probabilities) and sample.")
 
 
 @main.group()

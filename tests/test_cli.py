@@ -28,15 +28,15 @@ def _seqkit(*args, env=None):
 def test_help_lists_the_commands():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for command in ("train-char", "generate", "bench"):
+    for command in ("train-char", "generate", "score", "export", "bench"):
         assert command in result.output
     assert "mnist" in CliRunner().invoke(main, ["bench", "--help"]).output
 
 
-def test_unbuilt_commands_say_so_and_fail():
+def test_a_missing_required_option_is_a_usage_error():
     result = _seqkit("generate")
-    assert result.returncode == 1
-    assert result.stderr.strip() == "seqkit: error: generate is not built yet in this version of seqkit."
+    assert result.returncode == 2
+    assert "Missing option '--model'" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_missing_data_is_one_line_and_exit_1(tmp_path):

@@ -177,9 +177,48 @@ def test_generate_bad_input_is_one_line(model_dir, args, message):
 
 
 def test_generate_cli_modes_and_missing_model(model_dir, tmp_path):
-    result = _cli("generate", "--model", str(model_dir), "--prime", "ab", "--tree", "--width", "99", "--depth", "2", "--json")
+    picture = tmp_path / "tree.svg"
+    result = _cli(
+        "generate", "--model", str(model_dir), "--prime", "ab", "--tree", "--width", "99", "--depth", "2",
+        "--json", "--plot", str(picture),
+    )
     assert result.returncode == 0 and '"path_prob"' in result.stdout and "using" in result.stderr
+    assert picture.read_text().lstrip().startswith("<?xml") and "<svg" in picture.read_text()
     result = _cli("generate", "--model", str(model_dir), "--prime", "ab", "--beam", "2", "--length", "4")
     assert result.returncode == 0 and len(result.stdout.strip().splitlines()) == 2
     result = _cli("generate", "--model", str(tmp_path))
     assert result.returncode == 1 and "holds no trained model" in result.stderr
+
+
+LOAD_WITHOUT_SEQKIT = """
+import json, sys
+sys.modules["seqkit"] = None  # the SavedModel must not need seqkit
+import tensorflow as tf
+m = tf.saved_model.load(sys.argv[1])
+r = m.signatures["serving_default"](texts=tf.constant(["abc c", "ba"]))
+s = m.signatures["sample"](prime=tf.constant("ab"), length=tf.constant(9),
+                           temperature=tf.constant(1.0), seed=tf.constant(3, tf.int64))
+print(json.dumps({"probabilities": r["probabilities"].numpy().tolist(),
+                  "chars": [c.decode() for c in r["chars"].numpy()],
+                  "text": s["text"].numpy().decode()}))
+"""
+
+
+def test_export_serves_the_same_distribution_without_seqkit(lm, model_dir, tmp_path):
+    import json
+
+    out = tmp_path / "saved"
+    result = _cli("export", "--model", str(model_dir), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_SEQKIT, str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    served = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert served["chars"][1:] == lm.vocab.chars
+    for row, text in zip(served["probabilities"], ["abc c", "ba"]):
+        expected = np.exp(lm.prime(lm.encode_prime(text))[0][0].numpy())
+        np.testing.assert_allclose(row, expected, atol=1e-5)
+    assert len(served["text"]) == 9 and set(served["text"]) <= set(lm.vocab.chars)
+    again = _cli("export", "--model", str(model_dir), "--out", str(out))
+    assert again.returncode == 1 and "is not empty" in again.stderr

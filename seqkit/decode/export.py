@@ -1,0 +1,86 @@
+"""`seqkit export`: a TensorFlow SavedModel that serves a character model without seqkit.
+
+Signatures (load with ``tf.saved_model.load(path)``):
+
+- ``serving_default(texts: string [batch])`` -> ``probabilities`` [batch, vocab], the
+  next-character distribution after each text, and ``chars`` [vocab], the character of
+  each column ("\\ufffd" for the unknown id);
+- ``sample(prime: string, length: int32, temperature: float32, seed: int64)`` ->
+  ``text``, the sampled continuation.
+
+The graph holds the vocabulary lookup, so only TensorFlow is needed to load it. Texts
+are taken as they are: NFC-normalize them first if the model was trained with NFC (the
+default), as NFC needs tensorflow-text's op, which the SavedModel leaves out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow as tf
+
+from seqkit.decode.lm import CharLM
+from seqkit.errors import SeqkitError
+from seqkit.text.vocab import UNKNOWN_ID, UNKNOWN_SYMBOL
+
+
+class _Serving(tf.Module):
+    def __init__(self, lm: CharLM):
+        super().__init__()
+        self.model = lm.model
+        self._lm = lm
+        points = tf.constant(lm.vocab.points, tf.int32)
+        ids = tf.range(1, lm.vocab.size, dtype=tf.int32)
+        self.table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(points, ids), UNKNOWN_ID)
+        self.chars = tf.constant([UNKNOWN_SYMBOL, *lm.vocab.chars])
+
+    def _run(self, texts):
+        ids = tf.ragged.map_flat_values(self.table.lookup, tf.strings.unicode_decode(texts, "UTF-8"))
+        lengths = tf.cast(ids.row_lengths(), tf.int32)
+        outputs, states = self._lm.encoder.run(self._lm.embedding(ids.to_tensor()), lengths=lengths)
+        last = tf.gather(outputs, tf.maximum(lengths - 1, 0), batch_dims=1)
+        return tf.nn.log_softmax(self._lm.logits_layer(last)), states
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+    def next_char(self, texts):
+        log_probs, _ = self._run(texts)
+        return {"probabilities": tf.exp(log_probs), "chars": self.chars}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([], tf.string),
+            tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], tf.float32),
+            tf.TensorSpec([], tf.int64),
+        ],
+        autograph=False,
+    )
+    def sample(self, prime, length, temperature, seed):
+        log_probs, states = self._run(prime[None])
+        unknown = tf.one_hot(UNKNOWN_ID, tf.shape(log_probs)[-1], on_value=-1e9, off_value=0.0)
+
+        def body(i, log_probs, states, out):
+            logits = log_probs / temperature + unknown
+            ids = tf.random.stateless_categorical(logits, 1, tf.stack([seed, tf.cast(i, tf.int64)]), dtype=tf.int32)[:, 0]
+            log_probs, states = self._lm._step_fn(ids, states)
+            return i + 1, log_probs, states, out.write(i, ids[0])
+
+        out = tf.TensorArray(tf.int32, size=length)
+        _, _, _, out = tf.while_loop(lambda i, *_: i < length, body, (0, log_probs, states, out))
+        return {"text": tf.strings.reduce_join(tf.gather(self.chars, out.stack()))}
+
+
+def export(model_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write the SavedModel of a trained model to ``out_dir``; return its path."""
+    lm = CharLM.load(model_dir)
+    if lm.encoder.bidirectional:
+        raise SeqkitError("A bidirectional model cannot generate; there is nothing to export.")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise SeqkitError(f"{out} exists and is not empty: choose a new --out.")
+    module = _Serving(lm)
+    try:
+        tf.saved_model.save(module, str(out), signatures={"serving_default": module.next_char, "sample": module.sample})
+    except OSError as err:
+        raise SeqkitError(f"Cannot write {out}: {err.strerror or err}.") from None
+    return out
