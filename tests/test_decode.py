@@ -222,3 +222,42 @@ def test_export_serves_the_same_distribution_without_seqkit(lm, model_dir, tmp_p
     assert len(served["text"]) == 9 and set(served["text"]) <= set(lm.vocab.chars)
     again = _cli("export", "--model", str(model_dir), "--out", str(out))
     assert again.returncode == 1 and "is not empty" in again.stderr
+
+
+def test_score_cli_text_file_and_per_char(model_dir, tmp_path):
+    import json
+
+    result = _cli("score", "--model", str(model_dir), "abc cab", "--per-char", "--json")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["characters_scored"] == 6 and len(figures["surprisal_bits"]) == 6
+    text_file = tmp_path / "t.txt"
+    text_file.write_text("abc cab", encoding="utf-8")
+    from_file = _cli("score", "--model", str(model_dir), "--file", str(text_file))
+    assert from_file.returncode == 0 and "bits/char" in from_file.stdout and "perplexity" in from_file.stdout
+    assert _cli("score", "--model", str(model_dir)).returncode == 2  # neither TEXT nor --file
+    unknown = _cli("score", "--model", str(model_dir), "xyz abc")
+    assert unknown.returncode == 1 and "never saw" in unknown.stderr
+
+
+@pytest.mark.parametrize("damage", ["model.keras", "vocab.json", "config.json"])
+def test_a_damaged_model_folder_is_one_line(model_dir, tmp_path, damage):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / damage).write_bytes(b"\x00garbage")
+    result = _cli("generate", "--model", str(broken), "--prime", "ab", "--length", "5")
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_folder_without_model_keras_loads_its_best_checkpoint(lm, model_dir, tmp_path):
+    import shutil
+
+    partial = tmp_path / "partial"
+    shutil.copytree(model_dir, partial)
+    (partial / "model.keras").unlink()  # as after an interrupted training
+    restored = CharLM.load(partial)
+    ids = lm.encode_prime("abc")
+    np.testing.assert_allclose(restored.prime(ids)[0], lm.prime(ids)[0], atol=1e-6)

@@ -48,6 +48,7 @@ class CharLM:
                 f"{path} holds no trained model (config.json and vocab.json are missing): "
                 "point --model at a seqkit train-char --out folder."
             )
+        identity = read_json(path / "config.json", "saved configuration").get("identity", {})
         vocab = Vocabulary.load(path / "vocab.json")
         if (path / "model.keras").is_file():
             try:
@@ -55,7 +56,6 @@ class CharLM:
             except Exception as err:  # Keras raises many types for a damaged archive
                 raise SeqkitError(f"{path / 'model.keras'} is damaged ({type(err).__name__}): retrain, or delete it to use the last checkpoint.") from None
         else:
-            identity = read_json(path / "config.json", "saved configuration").get("identity", {})
             try:
                 config = CharModelConfig(**{k: identity[k] for k in CharModelConfig.__dataclass_fields__})
             except (KeyError, TypeError):
