@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 from click.testing import CliRunner
 
 from seqkit.cli import main

@@ -1,6 +1,5 @@
 """Decoding a small trained model: agreement with the full model, beam search, tree, CLI."""
 
-import dataclasses
 import itertools
 import math
 import os
