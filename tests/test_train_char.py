@@ -50,6 +50,8 @@ def test_a_tiny_model_learns_a_tiny_corpus_and_writes_its_outputs(corpus, tmp_pa
     for key in ("val_loss_nats", "val_bits_per_char", "train_chars_per_sec", "steps", "train_seconds"):
         assert saved[key] is not None, key
     assert saved["steps"] == 6 * (((80 * len(SENTENCE) * 9 // 10) - 16) // 16 // 8)
+    val_losses = [float(r.split(",")[7]) for r in (out / "history.csv").read_text().splitlines()[1:]]
+    assert saved["val_loss_nats"] == pytest.approx(min(val_losses))  # from the best checkpoint
 
 
 def test_resume_continues_from_the_saved_step_to_the_same_weights(corpus, tmp_path, monkeypatch):

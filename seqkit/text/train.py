@@ -189,17 +189,18 @@ def train_char(
         writer.flush()
 
     trainer.fit(train_ds, val_ds, eval_every=config.eval_every, max_seconds=config.max_time, on_eval=on_eval, verbose=verbose)
-    return _finish(trainer, out, val_ds, history)
+    return _finish(trainer, out, history)
 
 
-def _finish(trainer, out: Path, val_ds, history: list[dict]) -> dict:
-    """Evaluate the best checkpoint and write model.keras, metrics.json and curves.png."""
+def _finish(trainer, out: Path, history: list[dict]) -> dict:
+    """Restore the best checkpoint; write model.keras, metrics.json and curves.png."""
     from seqkit.plots import plot_curves
 
     steps, seconds = trainer.step, float(trainer.seconds.numpy())
     best = trainer.restore("best")
     best_step = trainer.step if best else steps
-    val_loss = trainer.evaluate(val_ds)[0] if val_ds is not None else None
+    # The best checkpoint carries its own validation loss: no second evaluation pass.
+    val_loss = float(trainer.best_val_loss.numpy()) if best else None
     with atomic_path(out / "model.keras", suffix=".keras") as tmp:
         trainer.model.save(tmp)
     config = trainer.config
