@@ -62,7 +62,7 @@ class _Serving(tf.Module):
         def body(i, log_probs, states, out):
             logits = log_probs / temperature + unknown
             ids = tf.random.stateless_categorical(logits, 1, tf.stack([seed, tf.cast(i, tf.int64)]), dtype=tf.int32)[:, 0]
-            log_probs, states = self._lm._step_fn(ids, states)
+            log_probs, states = self._lm.step_fn(ids, states)
             return i + 1, log_probs, states, out.write(i, ids[0])
 
         out = tf.TensorArray(tf.int32, size=length)

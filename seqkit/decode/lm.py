@@ -31,7 +31,7 @@ class CharLM:
         self.logits_layer = model.get_layer("logits")
         signature = dict(reduce_retracing=True, autograph=False)
         self._prime = tf.function(self._prime_fn, **signature)
-        self._step = tf.function(self._step_fn, **signature)
+        self._step = tf.function(self.step_fn, **signature)
         self.sample_loops: dict = {}  # compiled sampling loops, one per sampler
 
     @classmethod
@@ -74,8 +74,11 @@ class CharLM:
         out, states = self.encoder.run(self.embedding(ids))
         return tf.nn.log_softmax(self.logits_layer(out[:, -1])), states
 
-    def _step_fn(self, ids, states):
-        """One character per row: ids [batch] -> log-probs [batch, vocab], new states."""
+    def step_fn(self, ids, states):
+        """One character per row: ids [batch] -> log-probs [batch, vocab], new states.
+
+        Uncompiled, for use inside other compiled graphs (the sampling loop, the export);
+        :meth:`step` is its compiled form."""
         out, states = self.encoder.step(self.embedding(ids), states)
         return tf.nn.log_softmax(self.logits_layer(out)), states
 
@@ -95,9 +98,9 @@ class CharLM:
             ids = newline if newline[0] != UNKNOWN_ID else np.array([1], np.int32)
         return ids.astype(np.int32)
 
-    def prime(self, ids: np.ndarray, copies: int = 1):
-        """Log-probs of the next character after ``ids``, and the states, in ``copies`` rows."""
-        return self._prime(tf.constant(np.tile(ids[None, :], (copies, 1)), tf.int32))
+    def prime(self, ids: np.ndarray):
+        """Log-probs [1, vocab] of the next character after ``ids``, and the states."""
+        return self._prime(tf.constant(ids[None, :], tf.int32))
 
     def step(self, ids, states):
         return self._step(tf.convert_to_tensor(ids, tf.int32), list(states))

@@ -16,6 +16,7 @@ import tensorflow as tf
 from seqkit.decode.lm import CharLM
 from seqkit.decode.samplers import Sampler, filter_logits
 from seqkit.errors import SeqkitError
+from seqkit.text.vocab import describe
 
 
 def _check_length(length: int) -> None:
@@ -38,7 +39,7 @@ def _compile_sample_loop(lm: CharLM, sampler: Sampler):
     def loop(log_probs, states, length, seed):
         def body(i, log_probs, states, out):
             ids = sampler(log_probs, tf.random.experimental.stateless_fold_in(seed, i))
-            log_probs, states = lm._step_fn(ids, states)
+            log_probs, states = lm.step_fn(ids, states)
             return i + 1, log_probs, states, out.write(i, ids[0])
 
         out = tf.TensorArray(tf.int32, size=length)
@@ -135,8 +136,6 @@ def score(lm: CharLM, text: str) -> dict:
     """How likely the model finds ``text``: every character after the first is predicted."""
     unknown = lm.vocab.unknown_chars(text)
     if unknown:
-        from seqkit.text.vocab import describe
-
         raise SeqkitError(f"The text has characters the model never saw: {describe(unknown)}.")
     ids = lm.vocab.encode(text)
     if len(ids) < 2:
