@@ -61,6 +61,18 @@ def main(verbose: bool, debug: bool) -> None:
         _quiet_tensorflow()
 
 
+def _distribution_options(command):
+    """--strategy and --worker-timeout, shared by the training commands."""
+    command = click.option(
+        "--worker-timeout", default=300.0, show_default=True, type=click.FloatRange(min=1),
+        help="Multi-worker: seconds to wait for the other workers.",
+    )(command)
+    return click.option(
+        "--strategy", default="auto", show_default=True, type=click.Choice(["auto", "mirrored", "multi-worker"]),
+        help="auto: one device, or all local GPUs; multi-worker: the cluster in TF_CONFIG.",
+    )(command)
+
+
 @main.command("train-char")
 @click.argument("corpus", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [runs/CORPUS-NAME].")
@@ -75,7 +87,7 @@ def main(verbose: bool, debug: bool) -> None:
 @click.option("--clip", type=click.FloatRange(min=0), help="Global gradient-norm clip (0: off).")
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay.")
 @click.option("--warmup", type=click.IntRange(min=0), help="Learning-rate warm-up steps.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training text.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training text [20; none with --max-time].")
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True), help="Training seconds allowed.")
 @click.option("--eval-every", type=click.IntRange(min=1), help="Steps between evaluations.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), help="Held-out tail.")
@@ -83,16 +95,19 @@ def main(verbose: bool, debug: bool) -> None:
 @click.option("--encoding", default="utf-8", show_default=True, help="The corpus's text encoding.")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming from --out.")
-def train_char(corpus, out, encoding, fresh, **options) -> None:
+@_distribution_options
+def train_char(corpus, out, encoding, fresh, strategy, worker_timeout, **options) -> None:
     """Train a character language model on a text file (resumes when run again)."""
     import dataclasses
     import signal
     from pathlib import Path
 
-    from seqkit.text.train import CharConfig, train_char as run
+    from seqkit.text.train import UNTIL_TIME_IS_UP, CharConfig, train_char as run
 
     renamed = {"warmup": "warmup_steps"}
     options = {renamed.get(k, k): v for k, v in options.items() if v is not None}
+    if "max_time" in options and "epochs" not in options:
+        options["epochs"] = UNTIL_TIME_IS_UP
     base = CharConfig()
     train_keys = {f.name for f in dataclasses.fields(base.train)}
     train = dataclasses.replace(base.train, **{k: v for k, v in options.items() if k in train_keys})
@@ -104,10 +119,13 @@ def train_char(corpus, out, encoding, fresh, **options) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        metrics = run(corpus, out, config, fresh=fresh, encoding=encoding)
+        metrics = run(corpus, out, config, fresh=fresh, encoding=encoding, strategy=strategy, worker_timeout=worker_timeout)
     except KeyboardInterrupt:
         click.echo(f"seqkit: interrupted; the last checkpoint is in {out}; run the same command to resume.", err=True)
         sys.exit(130)
+    if not metrics.get("chief", True):
+        click.echo(f"Worker done: {metrics['steps']} steps in {metrics['train_seconds']:.0f} s; the chief wrote the model.")
+        return
     val = metrics["val_loss_nats"]
     click.echo(
         f"\nDone: {metrics['steps']} steps in {metrics['train_seconds']:.0f} s, "
@@ -262,7 +280,8 @@ def bench() -> None:
 @click.option("--accuracy-tolerance", type=click.FloatRange(min=0), help="Allowed accuracy drop.")
 @click.option("--speed-tolerance", type=click.FloatRange(0, 1), help="Allowed relative speed drop.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write curves as PNG.")
-def bench_mnist(quick, json_path, baseline, no_baseline, plot_path, data_dir, **options) -> None:
+@_distribution_options
+def bench_mnist(quick, json_path, baseline, no_baseline, plot_path, data_dir, strategy, worker_timeout, **options) -> None:
     """Train and evaluate the row-sequence MNIST classifier; compare with a baseline.
 
     Exits 1, naming the figure, when test accuracy or machine-adjusted speed regresses
@@ -279,7 +298,10 @@ def bench_mnist(quick, json_path, baseline, no_baseline, plot_path, data_dir, **
         click.echo(f"Not comparing with {baseline_path}: the options differ from its profile's.")
         base = None
 
-    result = mnist_bench.run(config, data_dir=data_dir)
+    result = mnist_bench.run(config, data_dir=data_dir, strategy=strategy, worker_timeout=worker_timeout)
+    if not result["chief"]:
+        click.echo(f"Worker done: test accuracy {result['test_accuracy']:.4f}; the chief reports and writes.")
+        return
     cmp = mnist_bench.compare(result, base, config) if base is not None else None
     click.echo("\nResults" + (f" (baseline {baseline_path})" if cmp else ""))
     click.echo(mnist_bench.format_table(result, cmp))

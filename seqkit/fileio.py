@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,15 +26,46 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
         os.close(fd)
     except OSError as err:
-        raise SeqkitError(f"Cannot write {path}: {err.strerror or err}.") from None
+        raise SeqkitError(_cannot_write(path, err)) from None
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; outputs follow the umask
         os.replace(tmp, path)
     except OSError as err:
-        raise SeqkitError(f"Cannot write {path}: {err.strerror or err}.") from None
+        raise SeqkitError(_cannot_write(path, err)) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success rename it to ``path`` (which
+    must not exist, or be empty)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    except OSError as err:
+        raise SeqkitError(_cannot_write(path, err)) from None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as err:
+        raise SeqkitError(_cannot_write(path, err)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _cannot_write(path: Path, err: OSError) -> str:
+    return f"Cannot write {path} ({err.strerror or err}): make room on the disk or choose a writable folder."
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

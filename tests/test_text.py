@@ -1,6 +1,7 @@
 """Vocabulary, corpus reading and windows of the character model."""
 
 import gzip
+import unicodedata
 
 import numpy as np
 import pytest
@@ -95,13 +96,22 @@ def test_eval_windows_are_consecutive_and_shorten_for_short_text():
     assert short[0][0].shape == (1, 4)
 
 
-def test_chunks_cut_only_at_safe_places():
-    data = ("ab\u00e9c\n" * 50 + "\u4e2d\u6587" * 40 + "xy" * 30).encode()
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ab\u00e9c\n" * 50 + "\u4e2d\u6587" * 40 + "xy" * 30,
+        "\u4e2d\u6587e\u0301\u1100\u1161" * 200,  # one huge line, no ASCII pair, no newline
+    ],
+)
+def test_chunks_cut_only_at_safe_places(text):
+    data = text.encode()
     ranges = _chunks(data, size=37)
+    assert len(ranges) > len(data) // 60  # pieces near the size asked for, not one huge piece
     assert ranges[0][0] == 0 and ranges[-1][1] == len(data)
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
-    for start, end in ranges:
-        data[start:end].decode("utf-8")  # every piece is whole characters
+    pieces = [data[start:end].decode("utf-8") for start, end in ranges]  # whole characters
+    normalized = "".join(unicodedata.normalize("NFC", piece) for piece in pieces)
+    assert normalized == unicodedata.normalize("NFC", text)  # no NFC sequence was split
 
 
 def test_read_corpus_splits_the_tail_for_validation(tmp_path):

@@ -97,7 +97,7 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path):
         inputs = keras.Input((None, 2))
         return keras.Model(inputs, keras.layers.Dense(2)(SequenceEncoder(7)(inputs)))
 
-    with pytest.raises(SeqkitError, match="does not match this model"):
+    with pytest.raises(SeqkitError, match="do not match this model"):
         Trainer(other, TrainConfig(), 1, checkpoint_dir=tmp_path).restore()
 
 

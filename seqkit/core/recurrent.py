@@ -227,6 +227,9 @@ class SequenceEncoder(keras.layers.Layer):
         """Inverted dropout with an explicit RNG algorithm: under XLA on CPU the default
         ("auto_select", which Keras's Dropout uses) made a training step 2.8x slower."""
         seed = tf.cast(self.seed_generator.next(), tf.int64)
+        context = tf.distribute.get_replica_context()  # each replica its own masks
+        if context is not None:
+            seed += tf.stack([0, tf.cast(context.replica_id_in_sync_group, tf.int64)])
         keep = tf.random.stateless_uniform(tf.shape(x), seed=seed, alg="philox") >= self.dropout
         return tf.where(keep, x / (1.0 - self.dropout), tf.zeros_like(x))
 

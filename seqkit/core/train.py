@@ -18,7 +18,11 @@ the data position) and the training seconds spent, so a resumed run continues ex
 from __future__ import annotations
 
 import math
+import os
+import re
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +31,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from seqkit.distribute import is_chief, is_multi_worker
 from seqkit.errors import SeqkitError
 
 
@@ -149,17 +154,22 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
             self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
             self.best_val_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False)
+        # In a cluster every worker saves (as tf.distribute asks) but only the chief keeps
+        # what it wrote; every worker restores from the chief's folder.
+        self.chief, self.multi_worker = is_chief(self.strategy), is_multi_worker(self.strategy)
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        # The dropout RNG's state too (Keras keeps it out of the model's checkpoint), so a
+        # resumed run draws the same masks as an uninterrupted one.
+        rng = [v.value for v in self.model.variables if "seed_generator" in v.path]
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, seconds=self.seconds, best_val_loss=self.best_val_loss, rng=rng
+        )
+        self._last_step_seconds = 0.0
         self.managers: dict[str, tf.train.CheckpointManager] = {}
-        if checkpoint_dir is not None:
-            checkpoint = tf.train.Checkpoint(
-                model=self.model,
-                optimizer=self.optimizer,
-                seconds=self.seconds,
-                best_val_loss=self.best_val_loss,
-            )
+        if self.checkpoint_dir is not None and self.chief:
             for kind, keep in (("checkpoints", 3), ("best", 1)):
                 self.managers[kind] = tf.train.CheckpointManager(
-                    checkpoint, Path(checkpoint_dir) / kind, max_to_keep=keep
+                    self.checkpoint, self.checkpoint_dir / kind, max_to_keep=keep
                 )
         # No AutoGraph: the code has no tensor-dependent Python control flow to convert.
         compiled = dict(reduce_retracing=True, autograph=False)
@@ -175,22 +185,77 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def restore(self, kind: str = "checkpoints") -> bool:
-        """Load the latest checkpoint of ``kind`` (``checkpoints`` or ``best``) if one exists."""
-        manager = self.managers.get(kind)
-        if manager is None or manager.latest_checkpoint is None:
+        """Load the newest readable checkpoint of ``kind`` (``checkpoints`` or ``best``).
+
+        A damaged newest checkpoint (say, a disk error) falls back to the one before it,
+        with a note on stderr; False when there is none at all.
+        """
+        if self.checkpoint_dir is None:
             return False
-        try:
-            manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as err:
+        folder = self.checkpoint_dir / kind
+        state = tf.train.get_checkpoint_state(str(folder))
+        paths = list(state.all_model_checkpoint_paths) if state is not None else []
+        failures, restored = [], False
+        for path in reversed(paths):
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except Exception as err:  # noqa: BLE001 (a damaged file fails in many ways inside TF)
+                failures.append(f"{Path(path).name} ({type(err).__name__})")
+                continue
+            if failures:
+                print(f"note: skipped unreadable checkpoints {', '.join(failures)}; resumed from {path}.", file=sys.stderr)
+            restored = True
+            break
+        if failures and not restored:
             raise SeqkitError(
-                f"Cannot resume from {manager.latest_checkpoint} ({type(err).__name__}): it does "
+                f"Cannot resume from {folder}: its checkpoints {', '.join(failures)} are damaged or do "
                 "not match this model; use another --out, or --fresh to start over."
-            ) from None
-        return True
+            )
+        return restored
+
+    def check_workers_agree(self) -> None:
+        """In a cluster, every worker must have restored the same step (a shared --out);
+        every worker calls this after :meth:`restore`."""
+        if not self.multi_worker:
+            return
+        # tf.distribute reduces by sum or mean only: the steps are all equal iff their
+        # variance, from the sums of s and s^2, is zero (every worker sees the same sums).
+        moments = tf.constant([1.0, self.step, self.step**2], tf.float64)
+        n, total, squares = self.strategy.reduce(
+            tf.distribute.ReduceOp.SUM, self.strategy.run(tf.function(lambda: moments)), axis=None
+        ).numpy()
+        if n * squares != total**2:
+            raise SeqkitError(
+                f"The workers resumed from different steps (this one from {self.step}, the mean is "
+                f"{total / n:g}): give every worker an --out on a shared filesystem."
+            )
 
     def save(self, kind: str = "checkpoints") -> str | None:
-        manager = self.managers.get(kind)
-        return manager.save(checkpoint_number=self.step) if manager is not None else None
+        """Write a checkpoint of ``kind``. TensorFlow writes it under a temporary name and
+        points the folder's ``checkpoint`` file at it only once it is complete, so a run
+        killed (or out of disk) half-way keeps the previous checkpoint as the latest."""
+        if self.checkpoint_dir is None:
+            return None
+        if not self.chief:  # a worker's copy is the chief's: write it, then drop it
+            scratch = tempfile.mkdtemp(prefix="seqkit-worker-")
+            try:
+                self.checkpoint.write(os.path.join(scratch, "ckpt"))
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            return None
+        manager = self.managers[kind]
+        try:
+            return manager.save(checkpoint_number=self.step)
+        except (tf.errors.OpError, OSError) as err:
+            for partial in Path(manager.directory).glob("*_temp"):  # give the space back
+                shutil.rmtree(partial, ignore_errors=True)
+            # TensorFlow's message ends "...<path>; File too large [Op:SaveV2]": keep the cause.
+            reason = getattr(err, "strerror", None) or getattr(err, "message", str(err))
+            reason = re.sub(r"\s*\[Op:\w+\]\s*$", "", reason).rsplit("; ", 1)[-1]
+            raise SeqkitError(
+                f"Cannot write a checkpoint in {manager.directory} ({reason}): free disk space or "
+                "choose another --out; the last complete checkpoint is kept."
+            ) from None
 
     # -- one replica ---------------------------------------------------------------------------
     def _loss_and_grads(self, x, y):
@@ -211,6 +276,10 @@ class Trainer:
         """Sum one replica's gradients across replicas, clip them by global norm, and return
         this replica's share of the result (the optimizer sums the shares again)."""
         replicas = self.strategy.num_replicas_in_sync
+        # Dense: Keras's Adam applies an embedding's IndexedSlices gradient row by row without
+        # summing repeated rows first, which moves those rows by more than the learning rate
+        # and makes one process disagree with a cluster. (Embeddings here are small.)
+        grads = [tf.convert_to_tensor(g) for g in grads]
         if replicas > 1:
             grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
         if self.config.clip:
@@ -227,14 +296,22 @@ class Trainer:
     def _reduce(self, values):
         return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
 
-    def _distributed_train_step(self, batch):
-        return self._reduce(self.strategy.run(self._replica_train, args=batch))
+    def _distributed_train_step(self, batch, elapsed):
+        """One step; also agrees on the previous step's duration (the workers' mean), so
+        that every worker of a cluster sees the same clock, learning rate and end."""
+        sums = self._reduce(self.strategy.run(self._replica_train, args=batch))
+        mean = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, self.strategy.run(tf.identity, (elapsed,)), axis=None)
+        return [*sums, mean]
 
     def _distributed_eval_step(self, batch):
         return self._reduce(self.strategy.run(self._forward, args=batch))
 
     def distribute(self, dataset: tf.data.Dataset):
-        return self.strategy.experimental_distribute_dataset(dataset)
+        """Split each global batch across the replicas; across workers by data (each worker
+        takes its share of every batch), since every dataset here is built in memory."""
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return self.strategy.experimental_distribute_dataset(dataset.with_options(options))
 
     # -- loops ---------------------------------------------------------------------------------
     def evaluate(self, dataset: tf.data.Dataset) -> tuple[float, float]:
@@ -308,9 +385,11 @@ class Trainer:
                 batch = next(batches)
             except StopIteration:
                 raise SeqkitError("The training data ran out; it should repeat.") from None
-            values = [float(v) for v in self._train_step(batch)]
-            elapsed = time.perf_counter() - start
-            self.seconds.assign_add(elapsed)
+            *values, agreed = [float(v) for v in self._train_step(batch, tf.constant(self._last_step_seconds, tf.float64))]
+            elapsed = self._last_step_seconds = time.perf_counter() - start
+            # One process: its own clock. A cluster: the previous step's agreed duration,
+            # one step late, so that every worker stops and schedules alike.
+            self.seconds.assign_add(agreed if self.multi_worker else elapsed)
             if not math.isfinite(values[0]):
                 raise SeqkitError(
                     f"The loss became {values[0]} in training step {step + 1}: training stopped and the "

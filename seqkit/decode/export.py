@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from seqkit.decode.lm import CharLM
 from seqkit.errors import SeqkitError
+from seqkit.fileio import atomic_dir
 from seqkit.text.vocab import UNKNOWN_ID, UNKNOWN_SYMBOL
 
 
@@ -79,8 +80,10 @@ def export(model_dir: str | Path, out_dir: str | Path) -> Path:
     if out.exists() and any(out.iterdir()):
         raise SeqkitError(f"{out} exists and is not empty: choose a new --out.")
     module = _Serving(lm)
-    try:
-        tf.saved_model.save(module, str(out), signatures={"serving_default": module.next_char, "sample": module.sample})
-    except OSError as err:
-        raise SeqkitError(f"Cannot write {out}: {err.strerror or err}.") from None
+    signatures = {"serving_default": module.next_char, "sample": module.sample}
+    with atomic_dir(out) as tmp:  # a killed export leaves no half-written SavedModel
+        try:
+            tf.saved_model.save(module, str(tmp), signatures=signatures)
+        except tf.errors.OpError as err:
+            raise SeqkitError(f"Cannot write {out} ({err.message}): make room on the disk or choose another --out.") from None
     return out

@@ -109,15 +109,33 @@ def peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(config: BenchConfig, data_dir: str | None = None, verbose: bool = True) -> dict:
-    """Train and evaluate; return the figures (the `--json` document)."""
+def run(
+    config: BenchConfig,
+    data_dir: str | None = None,
+    verbose: bool = True,
+    strategy: str = "auto",
+    worker_timeout: float = 300.0,
+) -> dict:
+    """Train and evaluate; return the figures (the `--json` document). ``strategy`` as in
+    :func:`seqkit.distribute.make_strategy`; ``chief`` in the result says whether this
+    process is the one that should write outputs."""
+    from seqkit.distribute import cluster_errors, make_strategy
+
+    distribution = make_strategy(strategy, worker_timeout)  # before any other TF operation
+    with cluster_errors(worker_timeout):
+        return _run(config, data_dir, verbose, distribution)
+
+
+def _run(config: BenchConfig, data_dir: str | None, verbose: bool, strategy) -> dict:
     import keras
     import tensorflow as tf
 
     from seqkit.core.train import Trainer
+    from seqkit.distribute import is_chief
     from seqkit.mnist.data import load_mnist, row_sequences
     from seqkit.mnist.model import build_classifier
 
+    verbose = verbose and is_chief(strategy)
     data = load_mnist(data_dir)
     images, labels = data.train_images, data.train_labels
     if config.train_subset:
@@ -132,6 +150,7 @@ def run(config: BenchConfig, data_dir: str | None = None, verbose: bool = True) 
         lambda: build_classifier(config.model, seed=config.seed),
         config.train,
         steps_per_epoch,
+        strategy=strategy,
         unit="images",
         eval_name="test",
     )
@@ -158,6 +177,8 @@ def run(config: BenchConfig, data_dir: str | None = None, verbose: bool = True) 
         "peak_memory_mib": peak_memory_mib(),
         "machine_gflops": gflops,
         "profile": config.profile,
+        "chief": is_chief(strategy),
+        "replicas": strategy.num_replicas_in_sync,
         "config": config.comparable(),
         "tolerance": {"accuracy": config.accuracy_tolerance, "speed": config.speed_tolerance},
         "history": [r.to_dict() for r in history],

@@ -30,18 +30,40 @@ CHUNK_BYTES = 2 << 20  # temporaries per chunk are ~30x its size
 
 def _chunks(data, begin: int = 0, size: int = CHUNK_BYTES) -> list[tuple[int, int]]:
     """(start, end) byte ranges of UTF-8 ``data`` cut where no character or NFC sequence spans:
-    after a line end, else between two ASCII bytes, else not at all."""
+    after a line end, else between two ASCII bytes, else between two characters that NFC
+    leaves apart (so one huge line without ASCII is still read in pieces)."""
     ranges, start, n = [], begin, len(data)
     while start < n:
         end = min(n, start + size)
         if end < n:
-            cut = data.rfind(b"\n", start, end)
+            cut = data.rfind(b"\n", start, end) + 1
             if cut <= start:
-                cut = next((i - 1 for i in range(end, start + 1, -1) if data[i - 1] < 0x80 and data[i] < 0x80), -1)
-            end = cut + 1 if cut > start else n
+                cut = next((i for i in range(end, start + 1, -1) if data[i - 1] < 0x80 and data[i] < 0x80), 0)
+            if cut <= start:
+                cut = _character_cut(data, start, end)
+            end = cut if cut > start else n
         ranges.append((start, end))
         start = end
     return ranges
+
+
+def _character_cut(data, start: int, end: int, reach: int = 256) -> int:
+    """The last offset in (start, end] that begins a character which NFC neither combines nor
+    composes with the one before it; 0 when there is none within ``reach`` bytes."""
+    import unicodedata
+
+    lead = [i for i in range(max(start, end - reach), end + 1) if i < len(data) and data[i] & 0xC0 != 0x80]
+    for before, at in reversed(list(zip(lead, lead[1:]))):
+        after = next((i for i in lead if i > at), None)
+        if after is None or before <= start:
+            continue
+        try:
+            prev, char = data[before:at].decode("utf-8"), data[at:after].decode("utf-8")
+        except UnicodeDecodeError:
+            return 0  # invalid text: the reader names the bad byte when it decodes the chunk
+        if unicodedata.combining(char) == 0 and unicodedata.normalize("NFC", prev + char) == prev + char:
+            return at
+    return 0
 
 
 def _points(chunk: bytes, offset: int, name: str, normalization: str) -> np.ndarray:

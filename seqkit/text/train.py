@@ -23,6 +23,8 @@ from seqkit.text.model import CharModelConfig
 from seqkit.text.vocab import Vocabulary
 
 NATS_PER_BIT = math.log(2.0)
+# Epochs meaning "no step limit": --max-time without --epochs ends the run by time alone.
+UNTIL_TIME_IS_UP = 1_000_000
 OUTPUTS = ("checkpoints", "best", "logs", "history.csv", "metrics.json", "model.keras", "curves.png")
 
 
@@ -46,9 +48,9 @@ class CharConfig:
     cell: str = "lstm"
     layers: int = 2
     units: int = 256
-    dropout: float = 0.0
+    dropout: float = 0.25
     seq_len: int = 64
-    batch_size: int = 32
+    batch_size: int = 16
     val_fraction: float = 0.1
     normalization: str = "NFC"
     eval_every: int = 200
@@ -125,29 +127,45 @@ def train_char(
     fresh: bool = False,
     encoding: str = "utf-8",
     verbose: bool = True,
+    strategy: str = "auto",
+    worker_timeout: float = 300.0,
 ) -> dict:
-    """Train (or resume training) a character model; return the contents of metrics.json."""
+    """Train (or resume training) a character model; return the contents of metrics.json.
+
+    ``strategy`` names a :func:`seqkit.distribute.make_strategy` strategy; in a cluster
+    every worker runs this same call, and only the chief writes to ``out_dir``.
+    """
+    from seqkit.distribute import cluster_errors, make_strategy
+
+    distribution = make_strategy(strategy, worker_timeout)  # before any other TF operation
+    with cluster_errors(worker_timeout):
+        return _train(corpus_path, Path(out_dir), config or CharConfig(), fresh, encoding, verbose, distribution)
+
+
+def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: str, verbose: bool, strategy) -> dict:
     import keras
     import tensorflow as tf
 
     from seqkit.core.train import Trainer
+    from seqkit.distribute import is_chief
     from seqkit.text.corpus import eval_windows, read_corpus, train_windows, windows_per_epoch
     from seqkit.text.model import build_char_model
 
-    config = config or CharConfig()
-    out = Path(out_dir)
+    chief = is_chief(strategy)
+    verbose = verbose and chief
     corpus = read_corpus(corpus_path, config.val_fraction, config.normalization, encoding)
-    _check_out(out)
     identity = config.identity(corpus.vocab)
-    if (out / "config.json").is_file() and not fresh:
-        _check_same_model(out, identity)
-    if fresh:
-        for name in OUTPUTS:
-            target = out / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    if chief:
+        _check_out(out)
+        if (out / "config.json").is_file() and not fresh:
+            _check_same_model(out, identity)
+        if fresh:
+            for name in OUTPUTS:
+                target = out / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        corpus.vocab.save(out / "vocab.json")
+        write_json(out / "config.json", {"identity": identity, "config": config.to_dict()})
     steps_per_epoch = max(1, windows_per_epoch(len(corpus.train_ids), config.seq_len) // config.batch_size)
-    corpus.vocab.save(out / "vocab.json")
-    write_json(out / "config.json", {"identity": identity, "config": config.to_dict()})
 
     keras.utils.set_random_seed(config.seed)
     model_config = config.model_config(corpus.vocab)
@@ -155,10 +173,12 @@ def train_char(
         lambda: build_char_model(model_config, seed=config.seed),
         config.train,
         steps_per_epoch,
+        strategy=strategy,
         checkpoint_dir=out,
         unit="chars",
     )
-    resumed = trainer.restore()
+    resumed = not fresh and trainer.restore()
+    trainer.check_workers_agree()
     train_ds = train_windows(corpus.train_ids, config.seq_len, config.batch_size, config.seed, trainer.step)
     val_ds = eval_windows(corpus.val_ids, config.seq_len, config.batch_size) if len(corpus.val_ids) > 1 else None
     if verbose:
@@ -166,10 +186,15 @@ def train_char(
             f"{'Resuming at step ' + str(trainer.step) if resumed else 'Training'}: {len(corpus.train_ids):,} "
             f"training and {len(corpus.val_ids):,} validation characters, {corpus.vocab.size - 1} distinct; "
             f"{config.layers} x {config.cell} {config.units}, {trainer.model.count_params():,} parameters; "
-            f"{steps_per_epoch} steps per epoch, {trainer.total_steps} in all"
+            f"{steps_per_epoch} steps per epoch, "
+            + (f"{trainer.total_steps} in all" if config.train.epochs < UNTIL_TIME_IS_UP else "as many as fit")
             + (f", at most {config.max_time:g} s" if config.max_time else ""),
             flush=True,
         )
+
+    if not chief:  # a worker of a cluster: the chief writes everything
+        trainer.fit(train_ds, val_ds, eval_every=config.eval_every, max_seconds=config.max_time, verbose=False)
+        return {"chief": False, "steps": trainer.step, "train_seconds": float(trainer.seconds.numpy())}
 
     # Records past the restored step were made after the last checkpoint: they are redone.
     history = [r for r in _read_history(out / "history.csv") if r["step"] <= trainer.step] if resumed else []

@@ -1,0 +1,113 @@
+"""Multi-worker training: two worker processes on 127.0.0.1, each with its own TF_CONFIG,
+train the character model together; both end with identical weights, and the chief's
+losses match one process training on the same global batch."""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from seqkit.cli import main
+
+from conftest import REPO
+
+HERE = Path(__file__).parent
+SENTENCE = "the quick brown fox jumps over the lazy dog. "
+# 16 windows a step (8 on each worker), 12 steps, an evaluation every 4.
+TINY = ["--seed", "5", "--dropout", "0", "--embedding", "8", "--layers", "1", "--units", "32", "--seq-len", "16",
+        "--batch-size", "16", "--epochs", "3", "--eval-every", "4", "--lr", "0.01", "--warmup", "2"]
+# Relative tolerance on the losses: each worker's half-batch sums in its own order.
+LOSS_RTOL = 1e-4
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _start(corpus, out, weights, tf_config=None, *extra) -> subprocess.Popen:
+    env = {**os.environ}
+    env.pop("TF_CONFIG", None)
+    if tf_config is not None:
+        env["TF_CONFIG"] = json.dumps(tf_config)
+    command = [sys.executable, str(HERE / "seqkit_instrumented.py"), "--dump-weights", str(weights), "--",
+               "train-char", str(corpus), "--out", str(out), *TINY, *extra]
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _losses(out: Path) -> list[float]:
+    with open(out / "history.csv", newline="") as f:
+        return [float(row["loss"]) for row in csv.DictReader(f)] + [json.loads((out / "metrics.json").read_text())["val_loss_nats"]]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text(SENTENCE * 30, encoding="utf-8")
+    return path
+
+
+def test_two_workers_agree_with_each_other_and_with_one_process(corpus, tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    workers = [
+        _start(corpus, tmp_path / "cluster", tmp_path / f"worker{i}.npz",
+               {"cluster": cluster, "task": {"type": "worker", "index": i}}, "--strategy", "multi-worker")
+        for i in range(2)
+    ]
+    single = _start(corpus, tmp_path / "single", tmp_path / "single.npz")
+    said = []
+    for process in (*workers, single):
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+        said.append(stdout)
+    assert "Done: 12 steps" in said[0] and "Worker done: 12 steps" in said[1] and "Done: 12 steps" in said[2]
+    chief, other, alone = (np.load(tmp_path / f"{name}.npz") for name in ("worker0", "worker1", "single"))
+    for key in chief.files:
+        np.testing.assert_array_equal(chief[key], other[key])  # identical on both workers
+    np.testing.assert_allclose(_losses(tmp_path / "cluster"), _losses(tmp_path / "single"), rtol=LOSS_RTOL)
+    for key in chief.files:
+        np.testing.assert_allclose(chief[key], alone[key], rtol=0, atol=1e-4)
+    written = {p.name for p in (tmp_path / "cluster").iterdir()}
+    assert {"model.keras", "metrics.json", "checkpoints", "best", "logs"} <= written  # by the chief
+
+
+@pytest.mark.parametrize(
+    "tf_config, message",
+    [
+        ("", "which is not set"),
+        ("{cluster:", "which is malformed"),
+        ('{"cluster": {"worker": ["nohost"]}, "task": {"type": "worker", "index": 0}}', '"host:port" addresses'),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}', "is not one of"),
+    ],
+)
+def test_a_malformed_tf_config_is_one_line(tmp_path, monkeypatch, tf_config, message):
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    result = CliRunner().invoke(main, ["--verbose", "train-char", "c.txt", "--out", str(tmp_path), "--strategy", "multi-worker"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("seqkit: error: --strategy multi-worker reads the cluster from TF_CONFIG")
+    assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_worker_that_never_comes_is_one_line(corpus, tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    alone = _start(corpus, tmp_path / "out", tmp_path / "w.npz", {"cluster": cluster, "task": {"type": "worker", "index": 0}},
+                   "--strategy", "multi-worker", "--worker-timeout", "5")
+    _, stderr = alone.communicate(timeout=240)
+    assert alone.returncode != 0, stderr[-3000:]  # killed by the watchdog: start-up cannot be cancelled
+    said = [line for line in stderr.splitlines() if line.startswith("seqkit:")]
+    assert len(said) == 1 and "could not be reached within 5 s" in said[0], stderr[-3000:]
+    assert "Traceback" not in stderr
