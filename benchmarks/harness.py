@@ -1,0 +1,315 @@
+"""Side-by-side performance harness: seqkit against plain Keras and, where installed, PyTorch.
+
+    python benchmarks/harness.py --out benchmarks/harness-results   # writes .json and .md
+
+In one session, for each workload, the frameworks are timed in alternation (several
+windows each, so that machine drift hits all alike); the tables give medians and the
+ratio seqkit / reference. Workloads (random data of the real shapes; speed does not
+depend on the values):
+
+- training: row-MNIST 1 x LSTM 128 (batch 128), row-MNIST 3 x LSTM 256 with dropout 0.5
+  (batch 100), character model (embedding 64, 2 x LSTM 256, sequences of 100, batch 64);
+- inference on 10,000 row-MNIST images (1 x LSTM 128, batches of 1,000);
+- single-stream sampling with the character model (characters/second), and beam-8 search.
+
+Also: each training workload's achieved GFLOP/s in its recurrent matmuls against this
+machine's single-precision matmul peak measured in the same run, and the peak memory of
+each framework on each training workload, each measured in a fresh process.
+PyTorch is optional (`pip install torch`); without it its rows are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from core_speed import keras_variant, seqkit_variant  # noqa: E402
+
+from seqkit.core import SequenceEncoder  # noqa: E402
+from seqkit.mnist.bench import machine_gflops, peak_memory_mib  # noqa: E402
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+TRAINING = {
+    "mnist 1x128": dict(workload="mnist", layers=1, units=128, dropout=0.0, batch_size=128),
+    "mnist 3x256 dropout 0.5": dict(workload="mnist", layers=3, units=256, dropout=0.5, batch_size=100),
+    "char 2x256": dict(workload="char", layers=2, units=256, dropout=0.0, batch_size=64),
+}
+VOCAB, CHAR_STEPS, EMBEDDING = 65, 100, 64
+
+
+# -- PyTorch references -----------------------------------------------------------------------
+def torch_training(w: SimpleNamespace):
+    torch.set_num_threads(2)
+    char = w.workload == "char"
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(VOCAB, EMBEDDING) if char else None
+            self.lstm = torch.nn.LSTM(EMBEDDING if char else 28, w.units, w.layers, batch_first=True, dropout=w.dropout)
+            self.head = torch.nn.Linear(w.units, VOCAB if char else 10)
+
+        def forward(self, x):
+            out, _ = self.lstm(self.embed(x) if char else x)
+            return self.head(out if char else out[:, -1])
+
+    net = Net()
+    optimizer = torch.optim.Adam(net.parameters(), 2e-3)
+    rng = np.random.default_rng(0)
+    if char:
+        ids = torch.from_numpy(rng.integers(0, VOCAB, (w.batch_size, CHAR_STEPS + 1)))
+        x, y = ids[:, :-1], ids[:, 1:].reshape(-1)
+    else:
+        x = torch.from_numpy(rng.random((w.batch_size, 28, 28), dtype=np.float32))
+        y = torch.from_numpy(rng.integers(0, 10, w.batch_size))
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            optimizer.zero_grad()
+            logits = net(x)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            optimizer.step()
+        float(loss.detach())
+
+    return run
+
+
+# -- timing ---------------------------------------------------------------------------------
+def alternate(variants: dict, units_per_call: float, calls: int, windows: int) -> dict:
+    """Median rate (units/s) of each variant over ``windows`` alternating timing windows."""
+    for run in variants.values():
+        run(1)  # compile and warm up
+    rates = {name: [] for name in variants}
+    for _ in range(windows):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run(calls)
+            rates[name].append(calls * units_per_call / (time.perf_counter() - start))
+    return {name: {"median": statistics.median(v), "windows": v} for name, v in rates.items()}
+
+
+def recurrent_flops_per_sample(w: SimpleNamespace) -> float:
+    """Multiply-adds x 2 of the gate matmuls, forward and backward (about 3x forward)."""
+    steps = CHAR_STEPS if w.workload == "char" else 28
+    width = EMBEDDING if w.workload == "char" else 28
+    per_step = 0.0
+    for layer in range(w.layers):
+        per_step += 2 * ((width if layer == 0 else w.units) + w.units) * 4 * w.units
+    return 3 * per_step * steps
+
+
+def training_table(name: str, w: SimpleNamespace, args) -> dict:
+    variants = {"seqkit": seqkit_variant(w, fused=True, jit=True), "keras fit": keras_variant(w)}
+    if torch is not None:
+        variants["pytorch"] = torch_training(w)
+    per_call = w.batch_size * (CHAR_STEPS if w.workload == "char" else 1)
+    result = alternate(variants, per_call, args.steps, args.windows)
+    flops = recurrent_flops_per_sample(w) / (CHAR_STEPS if w.workload == "char" else 1)
+    for figures in result.values():
+        figures["gflops"] = figures["median"] * flops / 1e9
+    return result
+
+
+# -- inference ------------------------------------------------------------------------------
+def inference_table(args) -> dict:
+    images = np.random.default_rng(0).random((10_000, 28, 28), dtype=np.float32)
+    inputs = keras.Input((28, 28))
+    ours = keras.Model(inputs, keras.layers.Dense(10)(SequenceEncoder(128)(inputs)))
+    forward = tf.function(lambda x: ours(x, training=False), jit_compile=True)
+    batches = [tf.constant(images[i : i + 1000]) for i in range(0, 10_000, 1000)]
+    inputs = keras.Input((28, 28))
+    reference = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.LSTM(128)(inputs)))
+
+    def seqkit_run(calls):
+        for _ in range(calls):
+            outputs = [forward(b) for b in batches]
+        outputs[-1].numpy()
+
+    def keras_run(calls):
+        for _ in range(calls):
+            reference.predict(images, batch_size=1000, verbose=0)
+
+    variants = {"seqkit": seqkit_run, "keras predict": keras_run}
+    if torch is not None:
+        lstm, head = torch.nn.LSTM(28, 128, batch_first=True), torch.nn.Linear(128, 10)
+        timages = torch.from_numpy(images)
+
+        def torch_run(calls):
+            with torch.no_grad():
+                for _ in range(calls):
+                    for i in range(0, 10_000, 1000):
+                        head(lstm(timages[i : i + 1000])[0][:, -1])
+
+        variants["pytorch"] = torch_run
+    return alternate(variants, 10_000, 1, args.windows)
+
+
+# -- decoding -------------------------------------------------------------------------------
+def decoding_tables(args) -> tuple[dict, dict]:
+    from seqkit.decode.lm import CharLM
+    from seqkit.decode.samplers import Sampler
+    from seqkit.decode.search import beam_search, sample
+    from seqkit.text.model import CharModelConfig, build_char_model
+    from seqkit.text.vocab import Vocabulary
+
+    vocab = Vocabulary.from_points(np.arange(32, 32 + VOCAB - 1))
+    lm = CharLM(build_char_model(CharModelConfig(vocab.size, EMBEDDING, "lstm", 2, 256)), vocab)
+    prime = lm.encode_prime("TO BE OR NOT TO BE")  # the vocabulary is ASCII 32 to 95
+    length = args.sample_length
+
+    def seqkit_run(calls):
+        for i in range(calls):
+            sample(lm, prime, length, Sampler(), seed=i)
+
+    # Plain Keras: the same layers, one step per call from Python, state carried by hand.
+    embed, cells = keras.layers.Embedding(vocab.size, EMBEDDING), [keras.layers.LSTMCell(256) for _ in range(2)]
+    head = keras.layers.Dense(vocab.size)
+
+    @tf.function
+    def keras_step(ids, states, seed):
+        x = embed(ids)
+        new = []
+        for cell, state in zip(cells, states):
+            x, state = cell(x, state)
+            new.append(state)
+        chosen = tf.random.stateless_categorical(head(x), 1, seed)[:, 0]
+        return chosen, new
+
+    def keras_run(calls):
+        for i in range(calls):
+            ids = tf.constant([1])
+            states = [[tf.zeros((1, 256)), tf.zeros((1, 256))] for _ in cells]
+            for t in range(length):
+                ids, states = keras_step(ids, states, tf.constant([i, t]))
+            int(ids[0])
+
+    variants = {"seqkit": seqkit_run, "keras step loop": keras_run}
+    if torch is not None:
+        tembed, tlstm, thead = torch.nn.Embedding(vocab.size, EMBEDDING), torch.nn.LSTM(EMBEDDING, 256, 2), torch.nn.Linear(256, vocab.size)
+
+        def torch_run(calls):
+            with torch.no_grad():
+                for _ in range(calls):
+                    ids, state = torch.tensor([[1]]), None
+                    for _ in range(length):
+                        out, state = tlstm(tembed(ids), state)
+                        ids = torch.multinomial(torch.softmax(thead(out[-1]), -1), 1)
+
+        variants["pytorch"] = torch_run
+    sampling = alternate(variants, length, 1, args.windows)
+    times = []
+    for _ in range(args.windows + 1):
+        start = time.perf_counter()
+        beam_search(lm, prime, 8, 100)
+        times.append(time.perf_counter() - start)
+    beam = {"seqkit": {"median_seconds": statistics.median(times[1:]), "windows": times[1:]}}
+    return sampling, beam
+
+
+# -- peak memory, each in a fresh process ---------------------------------------------------------
+def memory_probe(name: str, framework: str, steps: int = 5) -> None:
+    """Peak resident memory of one framework training one workload, less what the process
+    held after its imports (TensorFlow and PyTorch are both imported in every probe)."""
+    baseline = peak_memory_mib()
+    w = SimpleNamespace(**TRAINING[name])
+    run = {"seqkit": lambda: seqkit_variant(w, True, True), "keras fit": lambda: keras_variant(w),
+           "pytorch": lambda: torch_training(w)}[framework]()
+    run(steps)
+    print(json.dumps({"peak_memory_mib": peak_memory_mib() - baseline, "after_imports_mib": baseline}))
+
+
+def peak_memories(frameworks: list[str]) -> dict:
+    table = {}
+    for name in TRAINING:
+        table[name] = {}
+        for framework in frameworks:
+            probe = subprocess.run([sys.executable, __file__, "--memory-probe", name, framework],
+                                   capture_output=True, text=True, timeout=600)
+            lines = probe.stdout.strip().splitlines()
+            table[name][framework] = round(json.loads(lines[-1])["peak_memory_mib"]) if probe.returncode == 0 and lines else None
+    return table
+
+
+# -- report -----------------------------------------------------------------------------------
+def markdown(report: dict) -> str:
+    lines = [f"Run {report['date']} on {report['machine']}; {report['versions']}.",
+             f"Matmul peak (TF, 1024^3 GEMM, same run): {report['matmul_peak_gflops']:.0f} GFLOP/s.", ""]
+    for name, table in report["training"].items():
+        ref = table["keras fit"]["median"]
+        lines += [f"**Training, {name}** (samples/s; chars/s for char)", "",
+                  "| framework | median | vs Keras | recurrent GFLOP/s | of matmul peak | peak memory growth MiB |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for fw, fig in table.items():
+            memory = report["peak_memory_mib"].get(name, {}).get(fw)
+            lines.append(f"| {fw} | {fig['median']:,.0f} | {fig['median'] / ref:.2f}x | {fig['gflops']:.1f} | "
+                         f"{fig['gflops'] / report['matmul_peak_gflops']:.0%} | {memory or '-'} |")
+        lines.append("")
+    for title, key, ref_name in (("Inference, 10,000 row-MNIST images (images/s)", "inference", "keras predict"),
+                                 ("Sampling, one stream (chars/s)", "sampling", "keras step loop")):
+        table = report[key]
+        lines += [f"**{title}**", "", "| framework | median | vs Keras |", "| --- | --- | --- |"]
+        lines += [f"| {fw} | {fig['median']:,.0f} | {fig['median'] / table[ref_name]['median']:.2f}x |" for fw, fig in table.items()]
+        lines.append("")
+    lines.append(f"**Beam search**, width 8, 100 characters: {report['beam']['seqkit']['median_seconds']:.3f} s (seqkit).")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="harness-results", help="writes OUT.json and OUT.md")
+    parser.add_argument("--steps", type=int, default=10, help="training steps per timing window")
+    parser.add_argument("--windows", type=int, default=5, help="timing windows per framework")
+    parser.add_argument("--sample-length", type=int, default=300)
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--memory-probe", nargs=2, metavar=("WORKLOAD", "FRAMEWORK"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_probe:
+        return memory_probe(*args.memory_probe)
+
+    frameworks = ["seqkit", "keras fit"] + (["pytorch"] if torch is not None else [])
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "versions": f"tensorflow {tf.__version__}, keras {keras.__version__}"
+        + (f", torch {torch.__version__}" if torch is not None else ", no torch"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "matmul_peak_gflops": machine_gflops(seconds=2.0, n=1024),
+        "training": {},
+    }
+    for name, workload in TRAINING.items():
+        print(f"training: {name}", flush=True)
+        report["training"][name] = training_table(name, SimpleNamespace(**workload), args)
+    print("inference", flush=True)
+    report["inference"] = inference_table(args)
+    print("decoding", flush=True)
+    report["sampling"], report["beam"] = decoding_tables(args)
+    report["peak_memory_mib"] = {} if args.skip_memory else peak_memories(frameworks)
+    Path(f"{args.out}.json").write_text(json.dumps(report, indent=1))
+    Path(f"{args.out}.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
