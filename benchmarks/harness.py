@@ -229,15 +229,25 @@ def decoding_tables(args) -> tuple[dict, dict]:
 
 
 # -- peak memory, each in a fresh process ---------------------------------------------------------
+def own_peak_mib() -> float:
+    """This process's peak resident memory (VmHWM). Not getrusage: Linux carries ru_maxrss
+    over from the parent across fork and exec, so a probe started by a big parent would
+    report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return peak_memory_mib()
+
+
 def memory_probe(name: str, framework: str, steps: int = 5) -> None:
     """Peak resident memory of one framework training one workload, less what the process
     held after its imports (TensorFlow and PyTorch are both imported in every probe)."""
-    baseline = peak_memory_mib()
+    baseline = own_peak_mib()
     w = SimpleNamespace(**TRAINING[name])
     run = {"seqkit": lambda: seqkit_variant(w, True, True), "keras fit": lambda: keras_variant(w),
            "pytorch": lambda: torch_training(w)}[framework]()
     run(steps)
-    print(json.dumps({"peak_memory_mib": peak_memory_mib() - baseline, "after_imports_mib": baseline}))
+    print(json.dumps({"peak_memory_mib": own_peak_mib() - baseline, "after_imports_mib": baseline}))
 
 
 def peak_memories(frameworks: list[str]) -> dict:
@@ -258,7 +268,7 @@ def markdown(report: dict) -> str:
              f"Matmul peak (TF, 1024^3 GEMM, same run): {report['matmul_peak_gflops']:.0f} GFLOP/s.", ""]
     for name, table in report["training"].items():
         ref = table["keras fit"]["median"]
-        lines += [f"**Training, {name}** (samples/s; chars/s for char)", "",
+        lines += [f"#### Training, {name} ({'chars' if 'char' in name else 'samples'}/s)", "",
                   "| framework | median | vs Keras | recurrent GFLOP/s | of matmul peak | peak memory growth MiB |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for fw, fig in table.items():
@@ -269,10 +279,10 @@ def markdown(report: dict) -> str:
     for title, key, ref_name in (("Inference, 10,000 row-MNIST images (images/s)", "inference", "keras predict"),
                                  ("Sampling, one stream (chars/s)", "sampling", "keras step loop")):
         table = report[key]
-        lines += [f"**{title}**", "", "| framework | median | vs Keras |", "| --- | --- | --- |"]
+        lines += [f"#### {title}", "", "| framework | median | vs Keras |", "| --- | --- | --- |"]
         lines += [f"| {fw} | {fig['median']:,.0f} | {fig['median'] / table[ref_name]['median']:.2f}x |" for fw, fig in table.items()]
         lines.append("")
-    lines.append(f"**Beam search**, width 8, 100 characters: {report['beam']['seqkit']['median_seconds']:.3f} s (seqkit).")
+    lines.append(f"#### Beam search\n\nWidth 8, 100 characters: {report['beam']['seqkit']['median_seconds']:.3f} s (seqkit).")
     return "\n".join(lines) + "\n"
 
 

@@ -111,3 +111,27 @@ def test_a_worker_that_never_comes_is_one_line(corpus, tmp_path):
     said = [line for line in stderr.splitlines() if line.startswith("seqkit:")]
     assert len(said) == 1 and "could not be reached within 5 s" in said[0], stderr[-3000:]
     assert "Traceback" not in stderr
+
+
+def test_a_restarted_cluster_resumes_from_the_chiefs_last_checkpoint(corpus, tmp_path):
+    def cluster_run(*extra) -> list[str]:
+        ports = _free_ports(2)
+        cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+        workers = [
+            _start(corpus, tmp_path / "cluster", tmp_path / f"worker{i}.npz",
+                   {"cluster": cluster, "task": {"type": "worker", "index": i}}, "--strategy", "multi-worker", *extra)
+            for i in range(2)
+        ]
+        said = []
+        for process in workers:
+            stdout, stderr = process.communicate(timeout=300)
+            assert process.returncode == 0, stderr[-3000:]
+            said.append(stdout)
+        return said
+
+    cluster_run("--epochs", "2")  # stops at step 8; the rerun asks for more epochs
+    chief, _ = cluster_run("--epochs", "3")
+    assert "Resuming at step 8:" in chief and "Done: 12 steps" in chief, chief
+    first, second = (np.load(tmp_path / f"worker{i}.npz") for i in range(2))
+    for key in first.files:
+        np.testing.assert_array_equal(first[key], second[key])
