@@ -116,7 +116,12 @@ def _watchdog(config: dict, timeout: float) -> Iterator[None]:
     me = config["cluster"][task["type"]][task["index"]]
     peers = [h for hosts in config["cluster"].values() for h in hosts if h != me]
     message = f"seqkit: error: {_unreachable(timeout, 'PEER did not answer')}"
-    dog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout), message, *peers], stderr=sys.stderr)
+    try:  # the terminal, where there is one (not in a notebook)
+        sys.stderr.fileno()
+        terminal = sys.stderr
+    except (AttributeError, ValueError, OSError):
+        terminal = None
+    dog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout), message, *peers], stderr=terminal)
     try:
         yield
     finally:
