@@ -102,12 +102,12 @@ def train_char(corpus, out, encoding, fresh, strategy, worker_timeout, **options
     import signal
     from pathlib import Path
 
-    from seqkit.text.train import UNTIL_TIME_IS_UP, CharConfig, train_char as run
+    from seqkit.text.train import CharConfig, train_char as run
 
     renamed = {"warmup": "warmup_steps"}
     options = {renamed.get(k, k): v for k, v in options.items() if v is not None}
     if "max_time" in options and "epochs" not in options:
-        options["epochs"] = UNTIL_TIME_IS_UP
+        options["epochs"] = None  # the time budget alone ends the run
     base = CharConfig()
     train_keys = {f.name for f in dataclasses.fields(base.train)}
     train = dataclasses.replace(base.train, **{k: v for k, v in options.items() if k in train_keys})

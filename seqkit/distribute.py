@@ -2,7 +2,7 @@
 or a cluster of workers described by ``TF_CONFIG``.
 
 The strategy must exist before TensorFlow runs its first operation (collective ops are
-configured at start-up), so commands create it first of all, with :func:`make_strategy`.
+configured at start-up), so commands enter :func:`distributed` first of all.
 """
 
 from __future__ import annotations
@@ -147,9 +147,11 @@ def _unreachable(timeout: float, what: str) -> str:
 
 
 @contextmanager
-def cluster_errors(timeout: float) -> Iterator[None]:
-    """Turn a cluster that stops answering into one sentence."""
+def distributed(name: str = "auto", timeout: float = 300.0) -> Iterator[tf.distribute.Strategy]:
+    """The strategy of :func:`make_strategy`, for a run inside the block; a cluster that
+    stops answering during the run becomes one sentence."""
+    strategy = make_strategy(name, timeout)
     try:
-        yield
+        yield strategy
     except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as err:
         raise SeqkitError(_unreachable(timeout, type(err).__name__)) from None

@@ -117,3 +117,13 @@ def test_the_time_budget_ends_training_early():
     history = trainer.fit(_dataset(x, y, 32, True), max_seconds=1e-9, verbose=False)
     assert trainer.step == 1 and len(history) == 1
     assert trainer.progress(1e-9) == 1.0
+
+
+def test_without_an_epoch_limit_the_time_budget_alone_ends_training():
+    x, y = _toy_task()
+    trainer = Trainer(_model, TrainConfig(epochs=None), steps_per_epoch=4)
+    with pytest.raises(SeqkitError, match="a time budget"):
+        trainer.fit(_dataset(x, y, 32, True), verbose=False)
+    history = trainer.fit(_dataset(x, y, 32, True), max_seconds=1e-9, verbose=False)
+    assert trainer.total_steps is None and trainer.step == 1 and len(history) == 1
+    assert trainer.progress(1e-9) == 1.0

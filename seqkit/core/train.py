@@ -40,7 +40,8 @@ class TrainConfig:
     """Optimizer and loop settings.
 
     Args:
-        epochs: passes over the training data (the run's length in steps).
+        epochs: passes over the training data (the run's length in steps); None for no
+            step limit, when a time budget (``fit``'s ``max_seconds``) ends the run.
         lr: peak learning rate of Adam.
         schedule: ``cosine`` (decay to ``lr * min_lr_ratio`` by the end of the run) or
             ``constant``.
@@ -51,7 +52,7 @@ class TrainConfig:
         jit_compile: compile the forward and backward pass with XLA.
     """
 
-    epochs: int = 1
+    epochs: int | None = 1
     lr: float = 2e-3
     schedule: str = "cosine"
     warmup_steps: int = 0
@@ -146,7 +147,7 @@ class Trainer:
         self.config = config
         self.strategy = strategy or tf.distribute.get_strategy()
         self.steps_per_epoch = int(steps_per_epoch)
-        self.total_steps = self.steps_per_epoch * config.epochs
+        self.total_steps = None if config.epochs is None else self.steps_per_epoch * config.epochs
         self.unit, self.eval_name = unit, eval_name
         with self.strategy.scope():
             self.model = build_model()
@@ -195,7 +196,7 @@ class Trainer:
         folder = self.checkpoint_dir / kind
         state = tf.train.get_checkpoint_state(str(folder))
         paths = list(state.all_model_checkpoint_paths) if state is not None else []
-        failures, restored = [], False
+        failures = []
         for path in reversed(paths):
             try:
                 self.checkpoint.restore(path).assert_existing_objects_matched()
@@ -204,14 +205,13 @@ class Trainer:
                 continue
             if failures:
                 print(f"note: skipped unreadable checkpoints {', '.join(failures)}; resumed from {path}.", file=sys.stderr)
-            restored = True
-            break
-        if failures and not restored:
+            return True
+        if failures:
             raise SeqkitError(
                 f"Cannot resume from {folder}: its checkpoints {', '.join(failures)} are damaged or do "
                 "not match this model; use another --out, or --fresh to start over."
             )
-        return restored
+        return False
 
     def check_workers_agree(self) -> None:
         """In a cluster, every worker must have restored the same step (a shared --out);
@@ -325,7 +325,7 @@ class Trainer:
 
     def progress(self, max_seconds: float | None = None) -> float:
         """Share of the run done: steps, or the time budget when that is used up sooner."""
-        done = self.step / max(1, self.total_steps)
+        done = 0.0 if self.total_steps is None else self.step / max(1, self.total_steps)
         if max_seconds:
             done = max(done, float(self.seconds.numpy()) / max_seconds)
         return min(1.0, done)
@@ -347,6 +347,8 @@ class Trainer:
         are saved (the best by validation loss too). Ctrl-C saves a checkpoint before it propagates; a loss that
         stops being finite raises :class:`SeqkitError` and saves nothing.
         """
+        if self.total_steps is None and not max_seconds:
+            raise SeqkitError("With no limit on epochs, a time budget (--max-time) must end the run.")
         eval_every = eval_every or self.steps_per_epoch
         history: list[Record] = []
         batches = iter(self.distribute(train))
@@ -365,11 +367,14 @@ class Trainer:
 
     def _done(self, max_seconds: float | None) -> bool:
         out_of_time = max_seconds is not None and float(self.seconds.numpy()) >= max_seconds
-        return self.step >= self.total_steps or out_of_time
+        out_of_steps = self.total_steps is not None and self.step >= self.total_steps
+        return out_of_steps or out_of_time
 
     def _interval(self, batches, eval_every: int, max_seconds: float | None, verbose: bool) -> Record:
         """Train up to the next evaluation point; return what it measured."""
-        target = min(self.total_steps, (self.step // eval_every + 1) * eval_every)
+        target = (self.step // eval_every + 1) * eval_every
+        if self.total_steps is not None:
+            target = min(self.total_steps, target)
         bar = keras.utils.Progbar(
             target - self.step,
             stateful_metrics=["loss", "acc", f"{self.unit}/s"],
@@ -424,7 +429,7 @@ class Trainer:
                 else ""
             )
             print(
-                f"epoch {record.epoch:.2f} (step {record.step}/{self.total_steps}): loss "
+                f"epoch {record.epoch:.2f} (step {record.step}{'' if self.total_steps is None else f'/{self.total_steps}'}): loss "
                 f"{record.loss:.4f}, acc {record.accuracy:.4f}, "
                 f"{record.samples_per_sec:,.0f} {self.unit}/s{val}",
                 flush=True,

@@ -119,10 +119,9 @@ def run(
     """Train and evaluate; return the figures (the `--json` document). ``strategy`` as in
     :func:`seqkit.distribute.make_strategy`; ``chief`` in the result says whether this
     process is the one that should write outputs."""
-    from seqkit.distribute import cluster_errors, make_strategy
+    from seqkit.distribute import distributed
 
-    distribution = make_strategy(strategy, worker_timeout)  # before any other TF operation
-    with cluster_errors(worker_timeout):
+    with distributed(strategy, worker_timeout) as distribution:  # before any other TF operation
         return _run(config, data_dir, verbose, distribution)
 
 
@@ -177,7 +176,7 @@ def _run(config: BenchConfig, data_dir: str | None, verbose: bool, strategy) -> 
         "peak_memory_mib": peak_memory_mib(),
         "machine_gflops": gflops,
         "profile": config.profile,
-        "chief": is_chief(strategy),
+        "chief": trainer.chief,
         "replicas": strategy.num_replicas_in_sync,
         "config": config.comparable(),
         "tolerance": {"accuracy": config.accuracy_tolerance, "speed": config.speed_tolerance},

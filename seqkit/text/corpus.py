@@ -53,9 +53,8 @@ def _character_cut(data, start: int, end: int, reach: int = 256) -> int:
     import unicodedata
 
     lead = [i for i in range(max(start, end - reach), end + 1) if i < len(data) and data[i] & 0xC0 != 0x80]
-    for before, at in reversed(list(zip(lead, lead[1:]))):
-        after = next((i for i in lead if i > at), None)
-        if after is None or before <= start:
+    for before, at, after in reversed(list(zip(lead, lead[1:], lead[2:]))):
+        if before <= start:
             continue
         try:
             prev, char = data[before:at].decode("utf-8"), data[at:after].decode("utf-8")

@@ -23,8 +23,6 @@ from seqkit.text.model import CharModelConfig
 from seqkit.text.vocab import Vocabulary
 
 NATS_PER_BIT = math.log(2.0)
-# Epochs meaning "no step limit": --max-time without --epochs ends the run by time alone.
-UNTIL_TIME_IS_UP = 1_000_000
 OUTPUTS = ("checkpoints", "best", "logs", "history.csv", "metrics.json", "model.keras", "curves.png")
 
 
@@ -135,10 +133,9 @@ def train_char(
     ``strategy`` names a :func:`seqkit.distribute.make_strategy` strategy; in a cluster
     every worker runs this same call, and only the chief writes to ``out_dir``.
     """
-    from seqkit.distribute import cluster_errors, make_strategy
+    from seqkit.distribute import distributed
 
-    distribution = make_strategy(strategy, worker_timeout)  # before any other TF operation
-    with cluster_errors(worker_timeout):
+    with distributed(strategy, worker_timeout) as distribution:  # before any other TF operation
         return _train(corpus_path, Path(out_dir), config or CharConfig(), fresh, encoding, verbose, distribution)
 
 
@@ -187,7 +184,7 @@ def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: st
             f"training and {len(corpus.val_ids):,} validation characters, {corpus.vocab.size - 1} distinct; "
             f"{config.layers} x {config.cell} {config.units}, {trainer.model.count_params():,} parameters; "
             f"{steps_per_epoch} steps per epoch, "
-            + (f"{trainer.total_steps} in all" if config.train.epochs < UNTIL_TIME_IS_UP else "as many as fit")
+            + (f"{trainer.total_steps} in all" if trainer.total_steps is not None else "as many as fit")
             + (f", at most {config.max_time:g} s" if config.max_time else ""),
             flush=True,
         )
