@@ -83,7 +83,8 @@ def torch_training(w: SimpleNamespace):
         x = torch.from_numpy(rng.random((w.batch_size, 28, 28), dtype=np.float32))
         y = torch.from_numpy(rng.integers(0, 10, w.batch_size))
 
-    def run(steps: int) -> None:
+    def run(steps: int) -> float:
+        start = time.perf_counter()
         for _ in range(steps):
             optimizer.zero_grad()
             logits = net(x)
@@ -92,21 +93,26 @@ def torch_training(w: SimpleNamespace):
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             optimizer.step()
         float(loss.detach())
+        return time.perf_counter() - start
 
     return run
 
 
 # -- timing ---------------------------------------------------------------------------------
 def alternate(variants: dict, units_per_call: float, calls: int, windows: int) -> dict:
-    """Median rate (units/s) of each variant over ``windows`` alternating timing windows."""
+    """Median rate (units/s) of each variant over ``windows`` alternating timing windows.
+
+    ``run(calls)`` returns the seconds its calls took, or None to be timed from outside
+    (training variants time their steps themselves; see `core_speed.keras_variant`)."""
     for run in variants.values():
         run(1)  # compile and warm up
     rates = {name: [] for name in variants}
     for _ in range(windows):
         for name, run in variants.items():
             start = time.perf_counter()
-            run(calls)
-            rates[name].append(calls * units_per_call / (time.perf_counter() - start))
+            seconds = run(calls)
+            seconds = time.perf_counter() - start if seconds is None else seconds
+            rates[name].append(calls * units_per_call / seconds)
     return {name: {"median": statistics.median(v), "windows": v} for name, v in rates.items()}
 
 

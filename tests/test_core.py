@@ -194,7 +194,7 @@ def test_fused_lstm_matches_autodiff_values_and_gradients(return_sequences, mask
     def loss_and_grads(enc):
         with tf.GradientTape() as tape:
             tape.watch([x, *init])
-            results = enc(x, lengths=lengths, initial_state=init)
+            results = enc(x, lengths=lengths, initial_state=init, training=True)  # fused only when training
             loss = sum(tf.reduce_sum(r * u) for r, u in zip(results, upstream))
         return results, tape.gradient(loss, [x, *init, *enc.trainable_variables])
 
