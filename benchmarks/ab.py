@@ -1,0 +1,108 @@
+"""A/B of the training step: the working tree's seqkit against another git revision's, in one process.
+
+    python benchmarks/ab.py --rev HEAD --workload mnist --layers 1 --units 128 --steps 30
+    python benchmarks/ab.py --rev HEAD --workload char --layers 2 --units 256 --batch-size 64 --steps 6 --windows 4
+
+Two processes on this 2-core machine differ by more than most levers, so a lever is judged
+here: the revision's ``seqkit`` is extracted with ``git archive`` into a temporary folder and
+renamed ``seqkit_<rev>`` (imports and Keras registrations included), both are built on the
+same random data and timed in alternating windows, with plain Keras ``fit`` as a third
+column. ``--infer`` times the evaluation step (inference) instead of the training step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from core_speed import dataset, frontend, head, keras_variant, predictions_per_example  # noqa: E402
+
+
+def import_revision(rev: str):
+    """``seqkit`` as it is at ``rev``, imported under another name beside the working tree's."""
+    name = "seqkit_" + re.sub(r"\W", "_", rev)
+    root = Path(tempfile.mkdtemp(prefix="seqkit-ab-"))
+    archive = subprocess.run(["git", "archive", rev, "seqkit"], capture_output=True, check=True,
+                             cwd=Path(__file__).parent.parent).stdout
+    tarfile.open(fileobj=io.BytesIO(archive)).extractall(root, filter="data")
+    (root / "seqkit").rename(root / name)
+    for source in (root / name).rglob("*.py"):
+        text = re.sub(r"\b(from|import) seqkit\b", rf"\1 {name}", source.read_text())
+        source.write_text(text.replace('package="seqkit"', f'package="{name}"'))
+    sys.path.insert(0, str(root))
+    return importlib.import_module(name)
+
+
+def seqkit_variant(package, args):
+    core, train = importlib.import_module(f"{package.__name__}.core"), importlib.import_module(f"{package.__name__}.core.train")
+
+    def build():
+        inputs, x = frontend(args)
+        encoded = core.SequenceEncoder(args.units, layers=args.layers, dropout=args.dropout,
+                                       return_sequences=args.workload == "char")(x)
+        return keras.Model(inputs, head(args)(encoded))
+
+    trainer = train.Trainer(build, train.TrainConfig(), steps_per_epoch=1)
+    batches = iter(trainer.distribute(dataset(args)))
+    fixed = next(batches)
+
+    def run(steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            if args.infer:
+                result = trainer._eval_step(fixed)
+            else:
+                result = trainer._train_step(next(batches), tf.constant(0.0, tf.float64))
+        float(result[0])
+        return time.perf_counter() - start
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rev", default="HEAD", help="git revision to compare the working tree with")
+    parser.add_argument("--workload", choices=["mnist", "char"], default="mnist")
+    parser.add_argument("--layers", type=int, default=1)
+    parser.add_argument("--units", type=int, default=128)
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20, help="steps per timing window")
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--infer", action="store_true", help="time the evaluation step")
+    args = parser.parse_args()
+
+    import seqkit
+
+    variants = {"working tree": seqkit_variant(seqkit, args), args.rev: seqkit_variant(import_revision(args.rev), args)}
+    if not args.infer:
+        variants["keras fit"] = keras_variant(args)
+    for run in variants.values():
+        run(2)  # compile and warm up
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    per_step = args.batch_size * predictions_per_example(args)
+    for _ in range(args.windows):
+        for name, run in variants.items():
+            rates[name].append(args.steps * per_step / run(args.steps))
+    reference = statistics.median(rates["working tree"])
+    for name, values in rates.items():
+        print(f"{name}: {statistics.median(values):,.0f}/s ({statistics.median(values) / reference:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Validation loss of a trained character model as a function of the evaluation window.
+
+    python benchmarks/val_windows.py OUT_DIR CORPUS 64 100 256
+
+`train-char` reports validation over windows of its own `--seq-len`, each read from a zero
+state, so the first characters of every window are predicted with little context. This
+reads the held-out part of CORPUS (the last `val_fraction`, as in training) in
+non-overlapping windows of each length given and prints nats per character, so that
+figures can be compared with references measured at another window length.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tensorflow as tf  # noqa: E402
+
+tf.get_logger().setLevel("ERROR")  # one trace per window length (and the last batch) is expected
+
+from seqkit.decode.lm import CharLM  # noqa: E402
+from seqkit.fileio import read_json  # noqa: E402
+from seqkit.text.corpus import read_corpus  # noqa: E402
+
+
+def main() -> None:
+    out, corpus_path, *lengths = sys.argv[1:]
+    config = read_json(os.path.join(out, "config.json"), "saved configuration")["config"]
+    lm = CharLM.load(out)
+    ids = read_corpus(corpus_path, config["val_fraction"], config["normalization"], vocab=lm.vocab).val_ids.astype("int32")
+    forward = tf.function(lambda x: lm.model(x, training=False), jit_compile=True)
+    for length in map(int, lengths):
+        n = (len(ids) - 1) // length
+        x, y = ids[: n * length].reshape(n, length), ids[1 : n * length + 1].reshape(n, length)
+        total = 0.0
+        for i in range(0, n, 256):
+            logits = forward(tf.constant(x[i : i + 256], tf.int32))
+            total += float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y[i : i + 256], logits)))
+        print(f"windows of {length}: {total / (n * length):.4f} nats/char over {n * length:,} characters")
+
+
+if __name__ == "__main__":
+    main()
