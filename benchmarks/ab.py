@@ -17,20 +17,15 @@ import importlib
 import io
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from core_speed import dataset, frontend, head, keras_variant, predictions_per_example  # noqa: E402
+from core_speed import alternate, keras_variant, predictions_per_example, seqkit_variant  # noqa: E402
 
 
 def import_revision(rev: str):
@@ -48,32 +43,6 @@ def import_revision(rev: str):
     return importlib.import_module(name)
 
 
-def seqkit_variant(package, args):
-    core, train = importlib.import_module(f"{package.__name__}.core"), importlib.import_module(f"{package.__name__}.core.train")
-
-    def build():
-        inputs, x = frontend(args)
-        encoded = core.SequenceEncoder(args.units, layers=args.layers, dropout=args.dropout,
-                                       return_sequences=args.workload == "char")(x)
-        return keras.Model(inputs, head(args)(encoded))
-
-    trainer = train.Trainer(build, train.TrainConfig(), steps_per_epoch=1)
-    batches = iter(trainer.distribute(dataset(args)))
-    fixed = next(batches)
-
-    def run(steps: int) -> float:
-        start = time.perf_counter()
-        for _ in range(steps):
-            if args.infer:
-                result = trainer._eval_step(fixed)
-            else:
-                result = trainer._train_step(next(batches), tf.constant(0.0, tf.float64))
-        float(result[0])
-        return time.perf_counter() - start
-
-    return run
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rev", default="HEAD", help="git revision to compare the working tree with")
@@ -87,21 +56,16 @@ def main() -> None:
     parser.add_argument("--infer", action="store_true", help="time the evaluation step")
     args = parser.parse_args()
 
-    import seqkit
-
-    variants = {"working tree": seqkit_variant(seqkit, args), args.rev: seqkit_variant(import_revision(args.rev), args)}
+    variants = {
+        "working tree": seqkit_variant(args, infer=args.infer),
+        args.rev: seqkit_variant(args, package=import_revision(args.rev).__name__, infer=args.infer),
+    }
     if not args.infer:
         variants["keras fit"] = keras_variant(args)
-    for run in variants.values():
-        run(2)  # compile and warm up
-    rates: dict[str, list[float]] = {name: [] for name in variants}
-    per_step = args.batch_size * predictions_per_example(args)
-    for _ in range(args.windows):
-        for name, run in variants.items():
-            rates[name].append(args.steps * per_step / run(args.steps))
-    reference = statistics.median(rates["working tree"])
-    for name, values in rates.items():
-        print(f"{name}: {statistics.median(values):,.0f}/s ({statistics.median(values) / reference:.2f}x)")
+    figures = alternate(variants, args.batch_size * predictions_per_example(args), args.steps, args.windows)
+    reference = figures["working tree"]["median"]
+    for name, figure in figures.items():
+        print(f"{name}: {figure['median']:,.0f}/s ({figure['median'] / reference:.2f}x)")
 
 
 if __name__ == "__main__":

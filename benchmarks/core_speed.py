@@ -15,6 +15,7 @@ plain Keras ``model.fit`` of the same architecture.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -25,9 +26,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-from seqkit.core import SequenceEncoder  # noqa: E402
-from seqkit.core.train import Trainer, TrainConfig  # noqa: E402
 
 
 VOCAB, CHAR_STEPS = 65, 100
@@ -62,10 +60,14 @@ def head(args):
     return keras.layers.Dense(10 if args.workload == "mnist" else VOCAB)
 
 
-def seqkit_variant(args, fused: bool, jit: bool):
+def seqkit_variant(args, fused: bool = True, jit: bool = True, package: str = "seqkit", infer: bool = False):
+    """A seqkit training step (or, with ``infer``, evaluation step) of the workload, from the
+    package named ``package`` (another revision's copy in `ab.py`)."""
+    core, train = importlib.import_module(f"{package}.core"), importlib.import_module(f"{package}.core.train")
+
     def build():
         inputs, x = frontend(args)
-        encoded = SequenceEncoder(
+        encoded = core.SequenceEncoder(
             args.units,
             layers=args.layers,
             dropout=args.dropout,
@@ -74,17 +76,38 @@ def seqkit_variant(args, fused: bool, jit: bool):
         )(x)
         return keras.Model(inputs, head(args)(encoded))
 
-    trainer = Trainer(build, TrainConfig(jit_compile=jit), steps_per_epoch=1)
+    trainer = train.Trainer(build, train.TrainConfig(jit_compile=jit), steps_per_epoch=1)
     batches = iter(trainer.distribute(dataset(args)))
+    fixed = next(batches)
 
     def run(steps: int) -> float:
         start = time.perf_counter()
         for _ in range(steps):
-            result = trainer._train_step(next(batches), tf.constant(0.0, tf.float64))
+            if infer:
+                result = trainer._eval_step(fixed)
+            else:
+                result = trainer._train_step(next(batches), tf.constant(0.0, tf.float64))
         float(result[0])
         return time.perf_counter() - start
 
     return run
+
+
+def alternate(variants: dict, units_per_call: float, calls: int, windows: int) -> dict:
+    """Median rate (units/s) of each variant over ``windows`` alternating timing windows.
+
+    ``run(calls)`` returns the seconds its calls took, or None to be timed from outside
+    (training variants time their steps themselves; see `keras_variant`)."""
+    for run in variants.values():
+        run(1)  # compile and warm up
+    rates = {name: [] for name in variants}
+    for _ in range(windows):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            seconds = run(calls)
+            seconds = time.perf_counter() - start if seconds is None else seconds
+            rates[name].append(calls * units_per_call / seconds)
+    return {name: {"median": statistics.median(v), "windows": v} for name, v in rates.items()}
 
 
 class _StepClock(keras.callbacks.Callback):
@@ -140,23 +163,15 @@ def main() -> None:
         "seqkit autodiff, XLA": seqkit_variant(args, fused=False, jit=True),
         "seqkit autodiff, no XLA": seqkit_variant(args, fused=False, jit=False),
     }
-    for run in variants.values():  # compile and warm up
-        run(3)
-    rates: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.windows):
-        for name, run in variants.items():
-            done = args.steps * args.batch_size * predictions_per_example(args)
-            rates[name].append(done / run(args.steps))
-    reference = statistics.median(rates["keras LSTM, model.fit"])
+    figures = alternate(variants, args.batch_size * predictions_per_example(args), args.steps, args.windows)
+    reference = figures["keras LSTM, model.fit"]["median"]
     unit = "images/s" if args.workload == "mnist" else "chars/s"
     print(f"{args.workload}: {args.layers} x LSTM {args.units}, batch {args.batch_size}, dropout "
           f"{args.dropout}; median of {args.windows} windows of {args.steps} steps")
     print(f"| variant | {unit} | vs Keras |\n| --- | --- | --- |")
-    figures = {}
-    for name, values in rates.items():
-        median = statistics.median(values)
-        figures[name] = {"per_sec": median, "ratio_to_keras": median / reference, "windows": values}
-        print(f"| {name} | {median:,.0f} | {median / reference:.2f}x |")
+    for name, figure in figures.items():
+        figure["ratio_to_keras"] = figure["median"] / reference
+        print(f"| {name} | {figure['median']:,.0f} | {figure['ratio_to_keras']:.2f}x |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "figures": figures}, f, indent=2)

@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from core_speed import keras_variant, seqkit_variant  # noqa: E402
+from core_speed import alternate, keras_variant, seqkit_variant  # noqa: E402
 
 from seqkit.core import SequenceEncoder  # noqa: E402
 from seqkit.mnist.bench import machine_gflops, peak_memory_mib  # noqa: E402
@@ -98,24 +98,7 @@ def torch_training(w: SimpleNamespace):
     return run
 
 
-# -- timing ---------------------------------------------------------------------------------
-def alternate(variants: dict, units_per_call: float, calls: int, windows: int) -> dict:
-    """Median rate (units/s) of each variant over ``windows`` alternating timing windows.
-
-    ``run(calls)`` returns the seconds its calls took, or None to be timed from outside
-    (training variants time their steps themselves; see `core_speed.keras_variant`)."""
-    for run in variants.values():
-        run(1)  # compile and warm up
-    rates = {name: [] for name in variants}
-    for _ in range(windows):
-        for name, run in variants.items():
-            start = time.perf_counter()
-            seconds = run(calls)
-            seconds = time.perf_counter() - start if seconds is None else seconds
-            rates[name].append(calls * units_per_call / seconds)
-    return {name: {"median": statistics.median(v), "windows": v} for name, v in rates.items()}
-
-
+# -- training ---------------------------------------------------------------------------------
 def recurrent_flops_per_sample(w: SimpleNamespace) -> float:
     """Multiply-adds x 2 of the gate matmuls, forward and backward (about 3x forward)."""
     steps = CHAR_STEPS if w.workload == "char" else 28

@@ -20,25 +20,24 @@ import tensorflow as tf  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # one trace per window length (and the last batch) is expected
 
+from seqkit.core.train import sparse_loss_and_hits  # noqa: E402
 from seqkit.decode.lm import CharLM  # noqa: E402
 from seqkit.fileio import read_json  # noqa: E402
-from seqkit.text.corpus import read_corpus  # noqa: E402
+from seqkit.text.corpus import eval_windows, read_corpus  # noqa: E402
 
 
 def main() -> None:
     out, corpus_path, *lengths = sys.argv[1:]
     config = read_json(os.path.join(out, "config.json"), "saved configuration")["config"]
     lm = CharLM.load(out)
-    ids = read_corpus(corpus_path, config["val_fraction"], config["normalization"], vocab=lm.vocab).val_ids.astype("int32")
+    ids = read_corpus(corpus_path, config["val_fraction"], config["normalization"], vocab=lm.vocab).val_ids
     forward = tf.function(lambda x: lm.model(x, training=False), jit_compile=True)
     for length in map(int, lengths):
-        n = (len(ids) - 1) // length
-        x, y = ids[: n * length].reshape(n, length), ids[1 : n * length + 1].reshape(n, length)
-        total = 0.0
-        for i in range(0, n, 256):
-            logits = forward(tf.constant(x[i : i + 256], tf.int32))
-            total += float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y[i : i + 256], logits)))
-        print(f"windows of {length}: {total / (n * length):.4f} nats/char over {n * length:,} characters")
+        total = count = 0.0
+        for x, y in eval_windows(ids, length, 256):
+            loss, _ = sparse_loss_and_hits(y, forward(x))
+            total, count = total + float(tf.reduce_sum(loss)), count + int(tf.size(loss))
+        print(f"windows of {length}: {total / count:.4f} nats/char over {count:,.0f} characters")
 
 
 if __name__ == "__main__":
