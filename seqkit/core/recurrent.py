@@ -21,24 +21,25 @@ INFERENCE_UNROLL_STEPS = 128  # inference unrolls sequences up to this length (s
 
 def _scan(
     cell: Cell,
-    xp: tf.Tensor,
+    x: tf.Tensor,
     states: tuple[tf.Tensor, ...],
     mask: tf.Tensor | None,
     return_sequences: bool,
     unroll: bool,
     fused: bool,
 ) -> tuple[tf.Tensor | None, tuple[tf.Tensor, ...]]:
-    """Run ``cell.step`` over time on projected inputs ``xp`` [batch, time, gates*units].
+    """Run ``cell`` over time on inputs ``x`` [batch, time, features].
 
     Returns the outputs [batch, time, units] (or None) and the final states.
     """
-    xp_tm = tf.transpose(xp, [1, 0, 2])
     mask_tm = None if mask is None else tf.transpose(mask)[:, :, None]
     if fused and type(cell) is LSTMCell and not unroll:
-        weights = tf.ones_like(xp_tm[:, :, :1]) if mask_tm is None else tf.cast(mask_tm, xp.dtype)
-        kernel = tf.convert_to_tensor(cell.recurrent_kernel)
-        outputs, h, c = lstm_scan(xp_tm, kernel, *states, weights)
+        x_tm = tf.transpose(x, [1, 0, 2])
+        weights = tf.ones_like(x_tm[:, :, :1]) if mask_tm is None else tf.cast(mask_tm, x.dtype)
+        outputs, h, c = lstm_scan(x_tm, cell.kernel, cell.bias, cell.recurrent_kernel, *states, weights)
         return (tf.transpose(outputs, [1, 0, 2]) if return_sequences else None), (h, c)
+    xp = cell.project(x)
+    xp_tm = tf.transpose(xp, [1, 0, 2])
 
     def advance(t, states):
         new = cell.step(xp_tm[t], states)
@@ -201,7 +202,7 @@ class SequenceEncoder(keras.layers.Layer):
                 start = tuple(states[: cell.state_count])
                 states = states[cell.state_count :]
                 seq_in = x if d == 0 else self._reverse(x, lengths)
-                out, end = _scan(cell, cell.project(seq_in), start, mask, sequences, unroll, fused)
+                out, end = _scan(cell, seq_in, start, mask, sequences, unroll, fused)
                 if d == 1 and out is not None:
                     out = self._reverse(out, lengths)
                 outs.append(out if out is not None else end[0])
