@@ -112,7 +112,15 @@ def gate_arithmetic_loop(xp: tf.Tensor, read: str):
 def milliseconds(runs: dict, calls: int, windows: int) -> dict:
     """Median milliseconds per call of each run (a function of no arguments), timed in
     alternating windows by the harness's loop."""
-    variants = {name: (lambda n, run=run: [run() for _ in range(n)] and None) for name, run in runs.items()}
+
+    def repeated(run):
+        def calls_of(n: int) -> None:  # None: `alternate` times the calls from outside
+            for _ in range(n):
+                run()
+
+        return calls_of
+
+    variants = {name: repeated(run) for name, run in runs.items()}
     return {name: 1e3 / figure["median"] for name, figure in alternate(variants, 1, calls, windows).items()}
 
 
