@@ -60,9 +60,12 @@ def head(args):
     return keras.layers.Dense(10 if args.workload == "mnist" else VOCAB)
 
 
-def seqkit_variant(args, fused: bool = True, jit: bool = True, package: str = "seqkit", infer: bool = False):
+def seqkit_variant(
+    args, fused: bool = True, jit: bool = True, package: str = "seqkit", infer: bool = False, weight_drop: float = 0.0
+):
     """A seqkit training step (or, with ``infer``, evaluation step) of the workload, from the
     package named ``package`` (another revision's copy in `ab.py`)."""
+    extra = {"weight_drop": weight_drop} if weight_drop else {}  # older revisions lack it
     core, train = importlib.import_module(f"{package}.core"), importlib.import_module(f"{package}.core.train")
 
     def build():
@@ -72,6 +75,7 @@ def seqkit_variant(args, fused: bool = True, jit: bool = True, package: str = "s
             layers=args.layers,
             dropout=args.dropout,
             fused=fused,
+            **extra,
             return_sequences=args.workload == "char",
         )(x)
         return keras.Model(inputs, head(args)(encoded))
@@ -151,6 +155,7 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=128)
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--weight-drop", type=float, default=0.0, help="also time the fused step with this weight drop")
     parser.add_argument("--steps", type=int, default=15, help="steps per timing window")
     parser.add_argument("--windows", type=int, default=5, help="timing windows per variant")
     parser.add_argument("--json", help="write the figures here")
@@ -163,6 +168,8 @@ def main() -> None:
         "seqkit autodiff, XLA": seqkit_variant(args, fused=False, jit=True),
         "seqkit autodiff, no XLA": seqkit_variant(args, fused=False, jit=False),
     }
+    if args.weight_drop:
+        variants[f"seqkit fused, XLA, weight drop {args.weight_drop}"] = seqkit_variant(args, weight_drop=args.weight_drop)
     figures = alternate(variants, args.batch_size * predictions_per_example(args), args.steps, args.windows)
     reference = figures["keras LSTM, model.fit"]["median"]
     unit = "images/s" if args.workload == "mnist" else "chars/s"

@@ -81,6 +81,7 @@ def _distribution_options(command):
 @click.option("--units", type=click.IntRange(min=1), help="State size of each layer.")
 @click.option("--embedding", type=click.IntRange(min=1), help="Character embedding width.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout between layers.")
+@click.option("--weight-drop", type=click.FloatRange(0, 1, max_open=True), help="DropConnect on recurrent kernels.")
 @click.option("--seq-len", type=click.IntRange(min=1), help="Characters per training window.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Windows per step (global).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate.")

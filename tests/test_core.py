@@ -131,10 +131,26 @@ def test_dropout_is_active_in_training_only():
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_weight_drop_masks_the_recurrent_kernels_once_per_batch_in_training_only(cell):
+    enc = SequenceEncoder(8, cell=cell, layers=2, weight_drop=0.5, seed=3, return_sequences=True)
+    row = _random(1, 5, 3)
+    x = np.concatenate([row, row, _random(1, 5, 3)])
+    plain = SequenceEncoder(8, cell=cell, layers=2, return_sequences=True)
+    enc(x), plain(x)
+    plain.set_weights(enc.get_weights())
+    np.testing.assert_allclose(enc(x, training=False), plain(x), atol=1e-6)
+    dropped = enc(x, training=True)
+    np.testing.assert_allclose(dropped[:, 0], plain(x)[:, 0], atol=1e-6)  # from a zero state
+    assert not np.allclose(dropped[:, 1:], plain(x)[:, 1:], atol=1e-3)
+    np.testing.assert_allclose(dropped[0], dropped[1], atol=1e-6)  # one mask for the batch
+    assert not np.allclose(dropped, enc(x, training=True), atol=1e-3)  # a new mask each call
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_saves_and_loads_with_keras(cell, tmp_path):
     inputs = keras.Input((None, 3))
     masked = keras.layers.Masking(0.0)(inputs)
-    encoded = SequenceEncoder(4, cell=cell, layers=2, dropout=0.2, bidirectional=True)(masked)
+    encoded = SequenceEncoder(4, cell=cell, layers=2, dropout=0.2, weight_drop=0.1, bidirectional=True)(masked)
     model = keras.Model(inputs, keras.layers.Dense(2)(encoded))
     x = _random(3, 6, 3)
     x[1, 4:] = 0.0
@@ -174,7 +190,7 @@ def test_unrolled_loop_matches_while_loop(cell):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"cell": "transformer"}, {"layers": 0}, {"units": 0}, {"dropout": 1.0}]
+    "kwargs", [{"cell": "transformer"}, {"layers": 0}, {"units": 0}, {"dropout": 1.0}, {"weight_drop": -0.1}]
 )
 def test_impossible_settings_are_user_errors(kwargs):
     with pytest.raises(SeqkitError):
@@ -189,11 +205,13 @@ def test_wrong_number_of_initial_states_is_a_user_error():
 
 @pytest.mark.parametrize("return_sequences", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
-def test_fused_lstm_matches_autodiff_values_and_gradients(return_sequences, masked):
+@pytest.mark.parametrize("weight_drop", [0.0, 0.5])
+def test_fused_lstm_matches_autodiff_values_and_gradients(return_sequences, masked, weight_drop):
     x = tf.constant(_random(3, 6, 4))
     lengths = tf.constant([6, 2, 4]) if masked else None
-    fused = SequenceEncoder(5, layers=2, return_sequences=return_sequences, return_state=True)
-    plain = SequenceEncoder(5, layers=2, return_sequences=return_sequences, return_state=True, fused=False)
+    options = dict(layers=2, return_sequences=return_sequences, return_state=True, weight_drop=weight_drop, seed=5)
+    fused = SequenceEncoder(5, **options)
+    plain = SequenceEncoder(5, **options, fused=False)  # same seed: the same kernel masks
     fused(x)
     plain(x)
     plain.set_weights(fused.get_weights())

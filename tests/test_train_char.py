@@ -88,6 +88,15 @@ def test_an_out_dir_of_another_configuration_is_refused_and_left_alone(corpus, t
     assert train_char(corpus, out, tiny(epochs=1, units=32), fresh=True, verbose=False)["steps"] > 0
 
 
+def test_a_run_saved_before_a_model_option_existed_still_resumes(corpus, tmp_path):
+    out = tmp_path / "run"
+    one_epoch = train_char(corpus, out, tiny(epochs=1), verbose=False)["steps"]
+    saved = json.loads((out / "config.json").read_text())
+    del saved["identity"]["weight_drop"]  # as written before --weight-drop existed
+    (out / "config.json").write_text(json.dumps(saved))
+    assert train_char(corpus, out, tiny(epochs=2), verbose=False)["steps"] == 2 * one_epoch
+
+
 def _cli(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "seqkit.cli", *args],

@@ -48,9 +48,18 @@ class Cell(keras.layers.Layer):
     def zero_state(self, batch_size, dtype=tf.float32) -> tuple[tf.Tensor, ...]:
         return tuple(tf.zeros([batch_size, self.units], dtype) for _ in range(self.state_count))
 
-    def step(self, xp: tf.Tensor, states: tuple[tf.Tensor, ...]) -> tuple[tf.Tensor, ...]:
-        """One time step from the projected input ``xp`` [batch, gates*units]; returns new states."""
+    def step(
+        self, xp: tf.Tensor, states: tuple[tf.Tensor, ...], recurrent_kernel: tf.Tensor | None = None
+    ) -> tuple[tf.Tensor, ...]:
+        """One time step from the projected input ``xp`` [batch, gates*units]; returns new states.
+
+        ``recurrent_kernel`` replaces the cell's own for this step (the encoder passes a
+        DropConnect-masked copy while training).
+        """
         raise NotImplementedError
+
+    def _recur(self, h: tf.Tensor, recurrent_kernel: tf.Tensor | None) -> tf.Tensor:
+        return tf.matmul(h, self.recurrent_kernel if recurrent_kernel is None else recurrent_kernel)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "units": self.units}
@@ -60,8 +69,8 @@ class Cell(keras.layers.Layer):
 class TanhCell(Cell):
     """Elman RNN: h' = tanh(x W + h U + b)."""
 
-    def step(self, xp, states):
-        return (tf.tanh(xp + tf.matmul(states[0], self.recurrent_kernel)),)
+    def step(self, xp, states, recurrent_kernel=None):
+        return (tf.tanh(xp + self._recur(states[0], recurrent_kernel)),)
 
 
 @keras.saving.register_keras_serializable(package="seqkit")
@@ -78,9 +87,9 @@ class LSTMCell(Cell):
         u = self.units
         return tf.concat([tf.zeros([u]), tf.ones([u]), tf.zeros([2 * u])], 0)
 
-    def step(self, xp, states):
+    def step(self, xp, states, recurrent_kernel=None):
         h, c = states
-        i, f, g, o = tf.split(xp + tf.matmul(h, self.recurrent_kernel), 4, axis=-1)
+        i, f, g, o = tf.split(xp + self._recur(h, recurrent_kernel), 4, axis=-1)
         c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
         return tf.sigmoid(o) * tf.tanh(c), c
 
@@ -100,9 +109,9 @@ class PeepholeLSTMCell(LSTMCell):
             name="peephole", shape=(3, self.units), initializer="glorot_uniform"
         )
 
-    def step(self, xp, states):
+    def step(self, xp, states, recurrent_kernel=None):
         h, c = states
-        i, f, g, o = tf.split(xp + tf.matmul(h, self.recurrent_kernel), 4, axis=-1)
+        i, f, g, o = tf.split(xp + self._recur(h, recurrent_kernel), 4, axis=-1)
         p_i, p_f, p_o = tf.unstack(self.peephole)
         c_new = tf.sigmoid(f + p_f * c) * c + tf.sigmoid(i + p_i * c) * tf.tanh(g)
         return tf.sigmoid(o + p_o * c_new) * tf.tanh(c_new), c_new
@@ -124,10 +133,10 @@ class GRUCell(Cell):
             name="recurrent_bias", shape=(3 * self.units,), initializer="zeros"
         )
 
-    def step(self, xp, states):
+    def step(self, xp, states, recurrent_kernel=None):
         h = states[0]
         x_z, x_r, x_n = tf.split(xp, 3, axis=-1)
-        h_z, h_r, h_n = tf.split(tf.matmul(h, self.recurrent_kernel) + self.recurrent_bias, 3, -1)
+        h_z, h_r, h_n = tf.split(self._recur(h, recurrent_kernel) + self.recurrent_bias, 3, -1)
         z = tf.sigmoid(x_z + h_z)
         n = tf.tanh(x_n + tf.sigmoid(x_r + h_r) * h_n)
         return (z * h + (1.0 - z) * n,)

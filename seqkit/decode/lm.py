@@ -57,7 +57,8 @@ class CharLM:
                 raise SeqkitError(f"{path / 'model.keras'} is damaged ({type(err).__name__}): retrain, or delete it to use the last checkpoint.") from None
         else:
             try:
-                config = CharModelConfig(**{k: identity[k] for k in CharModelConfig.__dataclass_fields__})
+                saved = CharModelConfig.with_defaults(identity)
+                config = CharModelConfig(**{k: saved[k] for k in CharModelConfig.__dataclass_fields__})
             except (KeyError, TypeError):
                 raise SeqkitError(f"{path / 'config.json'} is damaged: retrain.") from None
             trainer = Trainer(lambda: build_char_model(config), TrainConfig(), 1, checkpoint_dir=path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 
 import keras
 
@@ -20,6 +20,7 @@ class CharModelConfig:
         layers: stacked recurrent layers.
         units: state size of each layer.
         dropout: dropout on each layer's output while training.
+        weight_drop: DropConnect rate on the recurrent kernels while training.
     """
 
     vocab_size: int
@@ -28,9 +29,16 @@ class CharModelConfig:
     layers: int = 2
     units: int = 256
     dropout: float = 0.0
+    weight_drop: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def with_defaults(cls, saved: dict) -> dict:
+        """``saved`` plus the default of each field it lacks, so that a run written before a
+        field existed still resumes and loads."""
+        return {**{f.name: f.default for f in fields(cls) if f.default is not MISSING}, **saved}
 
 
 def build_char_model(config: CharModelConfig, seed: int | None = None) -> keras.Model:
@@ -46,6 +54,7 @@ def build_char_model(config: CharModelConfig, seed: int | None = None) -> keras.
         cell=config.cell,
         layers=config.layers,
         dropout=config.dropout,
+        weight_drop=config.weight_drop,
         return_sequences=True,
         seed=seed,
         name="encoder",

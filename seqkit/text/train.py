@@ -31,7 +31,7 @@ class CharConfig:
     """Everything one `train-char` run is configured by.
 
     Args:
-        embedding, cell, layers, units, dropout: the model (see CharModelConfig).
+        embedding, cell, layers, units, dropout, weight_drop: the model (see CharModelConfig).
         seq_len: characters per training window (the targets are shifted by one).
         batch_size: windows per step (the global batch).
         val_fraction: the last part of the text held out for validation.
@@ -47,6 +47,7 @@ class CharConfig:
     layers: int = 2
     units: int = 256
     dropout: float = 0.25
+    weight_drop: float = 0.0
     seq_len: int = 64
     batch_size: int = 16
     val_fraction: float = 0.1
@@ -59,7 +60,9 @@ class CharConfig:
     )
 
     def model_config(self, vocab: Vocabulary) -> CharModelConfig:
-        return CharModelConfig(vocab.size, self.embedding, self.cell, self.layers, self.units, self.dropout)
+        return CharModelConfig(
+            vocab.size, self.embedding, self.cell, self.layers, self.units, self.dropout, self.weight_drop
+        )
 
     def identity(self, vocab: Vocabulary) -> dict:
         """What a resumed run must share with the saved one: model shape and data stream."""
@@ -89,6 +92,7 @@ def _check_out(out: Path) -> None:
 
 def _check_same_model(out: Path, identity: dict) -> None:
     saved = read_json(out / "config.json", "saved configuration").get("identity", {})
+    saved = CharModelConfig.with_defaults(saved)
     differ = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
     if differ:
         raise SeqkitError(
