@@ -95,6 +95,10 @@ def test_a_run_saved_before_a_model_option_existed_still_resumes(corpus, tmp_pat
     del saved["identity"]["weight_drop"]  # as written before --weight-drop existed
     (out / "config.json").write_text(json.dumps(saved))
     assert train_char(corpus, out, tiny(epochs=2), verbose=False)["steps"] == 2 * one_epoch
+    saved["identity"] = ["not", "a", "record"]
+    (out / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(SeqkitError, match="config.json is damaged"):
+        train_char(corpus, out, tiny(epochs=3), verbose=False)
 
 
 def _cli(*args, cwd=None):

@@ -12,7 +12,6 @@ import numpy as np
 import tensorflow as tf
 
 from seqkit.errors import SeqkitError
-from seqkit.fileio import read_json
 from seqkit.text.vocab import UNKNOWN_ID, Vocabulary, describe
 
 
@@ -41,6 +40,7 @@ class CharLM:
 
         from seqkit.core.train import Trainer, TrainConfig
         from seqkit.text.model import CharModelConfig, build_char_model
+        from seqkit.text.train import saved_identity
 
         path = Path(path)
         if not (path / "config.json").is_file() or not (path / "vocab.json").is_file():
@@ -48,7 +48,7 @@ class CharLM:
                 f"{path} holds no trained model (config.json and vocab.json are missing): "
                 "point --model at a seqkit train-char --out folder."
             )
-        identity = read_json(path / "config.json", "saved configuration").get("identity", {})
+        identity = saved_identity(path)
         vocab = Vocabulary.load(path / "vocab.json")
         if (path / "model.keras").is_file():
             try:
@@ -57,8 +57,7 @@ class CharLM:
                 raise SeqkitError(f"{path / 'model.keras'} is damaged ({type(err).__name__}): retrain, or delete it to use the last checkpoint.") from None
         else:
             try:
-                saved = CharModelConfig.with_defaults(identity)
-                config = CharModelConfig(**{k: saved[k] for k in CharModelConfig.__dataclass_fields__})
+                config = CharModelConfig(**{k: identity[k] for k in CharModelConfig.__dataclass_fields__})
             except (KeyError, TypeError):
                 raise SeqkitError(f"{path / 'config.json'} is damaged: retrain.") from None
             trainer = Trainer(lambda: build_char_model(config), TrainConfig(), 1, checkpoint_dir=path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import keras
 
@@ -33,12 +33,6 @@ class CharModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def with_defaults(cls, saved: dict) -> dict:
-        """``saved`` plus the default of each field it lacks, so that a run written before a
-        field existed still resumes and loads."""
-        return {**{f.name: f.default for f in fields(cls) if f.default is not MISSING}, **saved}
 
 
 def build_char_model(config: CharModelConfig, seed: int | None = None) -> keras.Model:

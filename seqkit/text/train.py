@@ -13,7 +13,7 @@ import csv
 import io
 import math
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from seqkit.core.train import Record, TrainConfig
@@ -90,9 +90,18 @@ def _check_out(out: Path) -> None:
         raise SeqkitError(f"Cannot write to --out {out} ({err}): choose a writable folder.") from None
 
 
+def saved_identity(folder: Path) -> dict:
+    """The identity that a train-char folder's config.json records, plus the default of each
+    model field it lacks, so that a run written before a field existed still resumes and loads."""
+    identity = read_json(folder / "config.json", "saved configuration").get("identity", {})
+    if not isinstance(identity, dict):
+        raise SeqkitError(f"{folder / 'config.json'} is damaged: retrain.")
+    defaults = {f.name: f.default for f in fields(CharModelConfig) if f.default is not MISSING}
+    return {**defaults, **identity}
+
+
 def _check_same_model(out: Path, identity: dict) -> None:
-    saved = read_json(out / "config.json", "saved configuration").get("identity", {})
-    saved = CharModelConfig.with_defaults(saved)
+    saved = saved_identity(out)
     differ = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
     if differ:
         raise SeqkitError(
