@@ -88,6 +88,7 @@ def _distribution_options(command):
 @click.option("--clip", type=click.FloatRange(min=0), help="Global gradient-norm clip (0: off).")
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay.")
 @click.option("--warmup", type=click.IntRange(min=0), help="Learning-rate warm-up steps.")
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), help="Validate and keep a moving average of the weights (over about the last 10% of steps), its decay at most this (e.g. 0.999) [0: off].")
 @click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training text [20; none with --max-time].")
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True), help="Training seconds allowed.")
 @click.option("--eval-every", type=click.IntRange(min=1), help="Steps between evaluations.")
@@ -295,7 +296,7 @@ def bench_mnist(quick, json_path, baseline, no_baseline, plot_path, data_dir, st
     config = mnist_bench.profile_config(profile, **options)
     baseline_path = None if no_baseline else baseline or mnist_bench.default_baseline(profile)
     base = read_json(baseline_path, "baseline") if baseline_path else None
-    if base is not None and not baseline and base.get("config") != config.comparable():
+    if base is not None and not baseline and mnist_bench.baseline_settings(base) != config.comparable():
         click.echo(f"Not comparing with {baseline_path}: the options differ from its profile's.")
         base = None
 

@@ -1,11 +1,14 @@
-"""Atomic output writes: a file is written under a temporary name, then renamed into place.
+"""Output files and the records in them.
 
-A reader (or a rerun after a crash) therefore sees either the old file or the new one,
-never a half-written one.
+Writes are atomic: a file is written under a temporary name, then renamed into place, so a
+reader (or a rerun after a crash) sees either the old file or the new one, never a
+half-written one. Records read back take the defaults of settings added since they were
+written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -89,3 +92,10 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> dict:
     if not isinstance(obj, dict):
         raise SeqkitError(f"The {what} {path} does not hold a JSON object: replace it.")
     return obj
+
+
+def with_defaults(saved: dict, kind: type) -> dict:
+    """A saved record of dataclass ``kind``'s fields, plus the default of each field it
+    predates, so that what an older version wrote still reads as the same settings."""
+    defaults = {f.name: f.default for f in dataclasses.fields(kind) if f.default is not dataclasses.MISSING}
+    return {**defaults, **saved}

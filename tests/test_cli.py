@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from seqkit.cli import main
+from seqkit.errors import SeqkitError
+from seqkit.mnist import bench
 
 from conftest import REPO
 
@@ -63,6 +66,20 @@ def test_a_baseline_made_with_other_settings_is_refused(tmp_path, shared_data):
     result = _seqkit("bench", "mnist", "--quick", "--train-subset", "640", "--baseline", str(baseline))
     assert result.returncode == 1
     assert "baseline was made with other settings" in result.stderr
+
+
+def test_a_baseline_made_before_a_setting_existed_is_still_compared():
+    config = bench.profile_config("quick")
+    result = {"config": config.comparable(), "test_accuracy": 0.97, "train_samples_per_sec": 100.0, "machine_gflops": 10.0}
+    older = config.comparable()
+    del older["train"]["ema"], older["model"]["bidirectional"]  # settings added since, at their defaults
+    assert bench.baseline_settings({"config": older}) == config.comparable()
+    assert not bench.compare(result, {**result, "config": older}, config).failures
+    older["train"]["lr"] = 1.0
+    with pytest.raises(SeqkitError, match=r"other settings \(train differ\)"):
+        bench.compare(result, {**result, "config": older}, config)
+    with pytest.raises(SeqkitError, match="lacks seqkit bench figures"):
+        bench.compare(result, {"test_accuracy": 0.97}, config)
 
 
 def test_quick_benchmark_reaches_its_target_and_matches_the_baseline(tmp_path, shared_data):

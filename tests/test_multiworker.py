@@ -20,9 +20,9 @@ from conftest import REPO
 
 HERE = Path(__file__).parent
 SENTENCE = "the quick brown fox jumps over the lazy dog. "
-# 16 windows a step (8 on each worker), 12 steps, an evaluation every 4.
+# 16 windows a step (8 on each worker), 12 steps, an evaluation every 4 (of weight averages).
 TINY = ["--seed", "5", "--dropout", "0", "--embedding", "8", "--layers", "1", "--units", "32", "--seq-len", "16",
-        "--batch-size", "16", "--epochs", "3", "--eval-every", "4", "--lr", "0.01", "--warmup", "2"]
+        "--batch-size", "16", "--epochs", "3", "--eval-every", "4", "--lr", "0.01", "--warmup", "2", "--ema", "0.9"]
 # Relative tolerance on the losses: each worker's half-batch sums in its own order.
 LOSS_RTOL = 1e-4
 

@@ -127,3 +127,67 @@ def test_without_an_epoch_limit_the_time_budget_alone_ends_training():
     history = trainer.fit(_dataset(x, y, 32, True), max_seconds=1e-9, verbose=False)
     assert trainer.total_steps is None and trainer.step == 1 and len(history) == 1
     assert trainer.progress(1e-9) == 1.0
+
+
+def _values(variables):
+    return [np.array(v) for v in variables]
+
+
+def test_weight_averages_follow_a_warmed_up_decay():
+    keras.utils.set_random_seed(0)
+    x, y = _toy_task()
+    trainer = Trainer(_model, TrainConfig(epochs=1, lr=1e-2, ema=0.9), steps_per_epoch=1)
+    before = _values(trainer.model.trainable_variables)
+    trainer.fit(_dataset(x, y, 32, True), verbose=False)
+    after = _values(trainer.model.trainable_variables)
+    decay = min(0.9, (1 + 1) / (10 + 1))  # after the first update
+    with trainer.averaged_weights():
+        averaged = _values(trainer.model.trainable_variables)
+    for b, a, m in zip(before, after, averaged):
+        np.testing.assert_allclose(m, decay * b + (1 - decay) * a, rtol=1e-5, atol=1e-7)
+    for a, now in zip(after, trainer.model.trainable_variables):
+        np.testing.assert_array_equal(a, np.array(now))  # the raw weights are back
+
+
+def test_with_averages_evaluation_and_the_best_checkpoint_use_them_and_training_resumes_raw(tmp_path):
+    keras.utils.set_random_seed(0)
+    x, y = _toy_task()
+    evaluation = _dataset(x, y, 64, False)
+    config = TrainConfig(epochs=2, lr=1e-2, ema=0.9)
+    trainer = Trainer(_model, config, steps_per_epoch=8, checkpoint_dir=tmp_path)
+    history = trainer.fit(_dataset(x, y, 32, True), evaluation=evaluation, verbose=False)
+    raw = _values(trainer.model.trainable_variables)
+    with trainer.averaged_weights():
+        averaged = _values(trainer.model.trainable_variables)
+        assert trainer.evaluate(evaluation)[0] == pytest.approx(history[-1].val_loss, rel=1e-5)
+    assert trainer.evaluate(evaluation)[0] != pytest.approx(history[-1].val_loss, rel=1e-5)
+    assert not all(np.allclose(a, b) for a, b in zip(raw, averaged))
+
+    best, latest = (Trainer(_model, config, 8, checkpoint_dir=tmp_path) for _ in range(2))
+    assert best.restore("best") and latest.restore()
+    assert best.step == latest.step == 16 and history[-1].val_loss == min(r.val_loss for r in history)
+    for a, b in zip(averaged, _values(best.model.trainable_variables)):
+        np.testing.assert_array_equal(a, b)  # the best holds what was evaluated
+    for r, c in zip(raw, _values(latest.model.trainable_variables)):
+        np.testing.assert_array_equal(r, c)  # the periodic one what training goes on from
+    with latest.averaged_weights():
+        for a, c in zip(averaged, _values(latest.model.trainable_variables)):
+            np.testing.assert_array_equal(a, c)  # and the averages, so a resume is exact
+
+
+def test_the_raw_weights_come_back_when_an_averaged_block_fails():
+    trainer = Trainer(_model, TrainConfig(ema=0.5), 1)
+    trainer.averages[0].assign_add(tf.ones_like(trainer.averages[0]))
+    raw = _values(trainer.model.trainable_variables)
+    with pytest.raises(KeyboardInterrupt):
+        with trainer.averaged_weights():
+            assert not np.array_equal(np.array(trainer.model.trainable_variables[0]), raw[0])
+            raise KeyboardInterrupt
+    for r, now in zip(raw, trainer.model.trainable_variables):
+        np.testing.assert_array_equal(r, np.array(now))
+
+
+@pytest.mark.parametrize("ema", [-0.1, 1.0])
+def test_a_weight_average_decay_outside_0_1_is_a_user_error(ema):
+    with pytest.raises(SeqkitError, match="weight-average decay"):
+        TrainConfig(ema=ema)

@@ -19,7 +19,7 @@ SENTENCE = "the quick brown fox jumps over the lazy dog. "
 
 
 def tiny(**overrides) -> CharConfig:
-    train = TrainConfig(epochs=overrides.pop("epochs", 3), lr=1e-2, warmup_steps=5)
+    train = TrainConfig(epochs=overrides.pop("epochs", 3), lr=1e-2, warmup_steps=5, ema=overrides.pop("ema", 0.0))
     base = CharConfig(embedding=8, layers=1, units=48, seq_len=16, batch_size=8, eval_every=20, train=train)
     return dataclasses.replace(base, **overrides)
 
@@ -92,13 +92,36 @@ def test_a_run_saved_before_a_model_option_existed_still_resumes(corpus, tmp_pat
     out = tmp_path / "run"
     one_epoch = train_char(corpus, out, tiny(epochs=1), verbose=False)["steps"]
     saved = json.loads((out / "config.json").read_text())
-    del saved["identity"]["weight_drop"]  # as written before --weight-drop existed
+    del saved["identity"]["weight_drop"], saved["identity"]["ema"]  # as written before those options
     (out / "config.json").write_text(json.dumps(saved))
     assert train_char(corpus, out, tiny(epochs=2), verbose=False)["steps"] == 2 * one_epoch
+    with pytest.raises(SeqkitError, match="another configuration.*ema"):  # its checkpoints hold no averages
+        train_char(corpus, out, tiny(epochs=3, ema=0.99), verbose=False)
     saved["identity"] = ["not", "a", "record"]
     (out / "config.json").write_text(json.dumps(saved))
     with pytest.raises(SeqkitError, match="config.json is damaged"):
         train_char(corpus, out, tiny(epochs=3), verbose=False)
+
+
+def test_with_weight_averages_the_saved_model_is_the_averaged_one(corpus, tmp_path):
+    import keras
+
+    from seqkit.text.model import build_char_model
+    from seqkit.text.vocab import Vocabulary
+
+    out = tmp_path / "run"
+    config = tiny(epochs=1, ema=0.9, val_fraction=0.0)  # no validation: the last averages are kept
+    train_char(corpus, out, config, verbose=False)
+    trainer = Trainer(lambda: build_char_model(config.model_config(Vocabulary.load(out / "vocab.json"))), config.train, 1, checkpoint_dir=out)
+    assert trainer.restore()
+    with trainer.averaged_weights():
+        averaged = trainer.model.get_weights()
+    saved = keras.models.load_model(out / "model.keras").get_weights()
+    for a, b in zip(averaged, saved):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(trainer.model.get_weights(), saved))
+    # the decay, like --lr, may change when a run resumes (switching averages on may not: above)
+    assert train_char(corpus, out, dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=2, ema=0.95)), verbose=False)["steps"] == 2 * trainer.step
 
 
 def _cli(*args, cwd=None):

@@ -13,10 +13,17 @@ The learning rate is set by the loop from the run's progress, the larger of the 
 steps done and the share of the time budget used, so a cosine decay also fits a run
 bounded by wall-clock time. Checkpoints hold the model, the optimizer (its step counter is
 the data position) and the training seconds spent, so a resumed run continues exactly.
+
+With ``ema`` set, an exponential moving average of the weights is kept beside them (and
+checkpointed with them); evaluation, the best checkpoint and so the exported model use the
+averages, while training goes on from the raw weights. (The average is updated here rather
+than by ``tf.train.ExponentialMovingAverage``, whose update fails inside a ``tf.function``
+under ``tf.distribute`` strategies: a TypeError in ``MirroredVariable._get_replica``.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -49,6 +56,12 @@ class TrainConfig:
         min_lr_ratio: final learning rate as a fraction of ``lr`` for ``cosine``.
         clip: global gradient-norm clip (None or 0 turns it off).
         weight_decay: decoupled weight decay (AdamW) when > 0.
+        ema: the largest decay of an exponential moving average of the weights (0 turns
+            it off). As in TF's ExponentialMovingAverage, the decay warms up as
+            (1 + n) / (10 + n) at step n, so the average spans about the last 10% of the
+            steps until the cap takes over (0.999: after about 9,000 steps). Averages
+            smooth the noise of a high learning rate, so the model evaluated and kept can
+            be better than the last step's.
         jit_compile: compile the forward and backward pass with XLA.
     """
 
@@ -59,6 +72,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     clip: float | None = 5.0
     weight_decay: float = 0.0
+    ema: float = 0.0
     jit_compile: bool = True
 
     def __post_init__(self) -> None:
@@ -66,6 +80,8 @@ class TrainConfig:
             raise SeqkitError(f"The learning rate must be positive, got {self.lr}.")
         if self.schedule not in ("cosine", "constant"):
             raise SeqkitError(f"Unknown schedule {self.schedule!r}: use cosine or constant.")
+        if not 0 <= self.ema < 1:
+            raise SeqkitError(f"The weight-average decay must be in [0, 1), got {self.ema}.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,6 +171,7 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
             self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
             self.best_val_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False)
+            self.averages = [tf.Variable(w, trainable=False) for w in self._weights()] if config.ema else []
         # In a cluster every worker saves (as tf.distribute asks) but only the chief keeps
         # what it wrote; every worker restores from the chief's folder.
         self.chief, self.multi_worker = is_chief(self.strategy), is_multi_worker(self.strategy)
@@ -162,8 +179,10 @@ class Trainer:
         # The dropout RNG's state too (Keras keeps it out of the model's checkpoint), so a
         # resumed run draws the same masks as an uninterrupted one.
         rng = [v.value for v in self.model.variables if "seed_generator" in v.path]
+        averages = {"averages": self.averages} if self.averages else {}
         self.checkpoint = tf.train.Checkpoint(
-            model=self.model, optimizer=self.optimizer, seconds=self.seconds, best_val_loss=self.best_val_loss, rng=rng
+            model=self.model, optimizer=self.optimizer, seconds=self.seconds, best_val_loss=self.best_val_loss, rng=rng,
+            **averages,
         )
         self._last_step_seconds = 0.0
         self.managers: dict[str, tf.train.CheckpointManager] = {}
@@ -183,6 +202,36 @@ class Trainer:
     def step(self) -> int:
         """Optimizer steps taken so far (restored with a checkpoint)."""
         return int(self.optimizer.iterations.numpy())
+
+    def _weights(self) -> list[tf.Variable]:
+        """The trainable weights as TF variables (what the moving average tracks)."""
+        return [v.value for v in self.model.trainable_variables]
+
+    def _update_averages(self) -> None:
+        """One step of the moving average, in cross-replica context (all copies alike)."""
+        n = tf.cast(self.optimizer.iterations, tf.float32)
+        decay = tf.minimum(self.config.ema, (1 + n) / (10 + n))  # early averages: not the initial weights
+        for average, weight in zip(self.averages, self._weights()):
+            average.assign(decay * average + (1 - decay) * weight)
+
+    def use_averages(self) -> None:
+        """Overwrite the weights with their moving averages (no-op without ``ema``)."""
+        for weight, average in zip(self._weights(), self.averages):
+            weight.assign(average)
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """Within the block the model holds the averaged weights; the raw ones come back after."""
+        if not self.averages:
+            yield
+            return
+        raw = [tf.identity(w) for w in self._weights()]
+        self.use_averages()
+        try:
+            yield
+        finally:
+            for weight, value in zip(self._weights(), raw):
+                weight.assign(value)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def restore(self, kind: str = "checkpoints") -> bool:
@@ -300,6 +349,8 @@ class Trainer:
         """One step; also agrees on the previous step's duration (the workers' mean), so
         that every worker of a cluster sees the same clock, learning rate and end."""
         sums = self._reduce(self.strategy.run(self._replica_train, args=batch))
+        if self.averages:
+            self._update_averages()
         mean = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, self.strategy.run(tf.identity, (elapsed,)), axis=None)
         return [*sums, mean]
 
@@ -343,8 +394,9 @@ class Trainer:
 
         ``train`` yields (inputs, labels) batches from the current step on and should
         repeat. Every ``eval_every`` steps (default: one epoch) and at the end, the model
-        is evaluated, a :class:`Record` is made and handed to ``on_eval``, then checkpoints
-        are saved (the best by validation loss too). Ctrl-C saves a checkpoint before it propagates; a loss that
+        (its averaged weights with ``ema``) is evaluated, a :class:`Record` is made and
+        handed to ``on_eval``, then checkpoints are saved (the best by validation loss too,
+        holding the weights evaluated). Ctrl-C saves a checkpoint before it propagates; a loss that
         stops being finite raises :class:`SeqkitError` and saves nothing.
         """
         if self.total_steps is None and not max_seconds:
@@ -355,7 +407,8 @@ class Trainer:
         try:
             while not self._done(max_seconds):
                 record = self._interval(batches, eval_every, max_seconds, verbose)
-                self._evaluate(record, evaluation, verbose)
+                with self.averaged_weights():
+                    self._evaluate(record, evaluation, verbose)
                 if on_eval is not None:  # before the checkpoint: a resume drops later records
                     on_eval(record)
                 self._checkpoint(record)
@@ -441,4 +494,5 @@ class Trainer:
             self.best_val_loss.assign(record.val_loss)
         self.save()
         if best:
-            self.save("best")
+            with self.averaged_weights():  # the weights that were evaluated
+                self.save("best")

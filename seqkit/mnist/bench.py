@@ -21,6 +21,7 @@ from pathlib import Path
 
 from seqkit.core.train import TrainConfig
 from seqkit.errors import SeqkitError
+from seqkit.fileio import with_defaults
 from seqkit.mnist.model import ClassifierConfig
 
 
@@ -212,13 +213,30 @@ def default_baseline(profile: str) -> Path | None:
     return None
 
 
+NOT_A_BASELINE = "The baseline lacks seqkit bench figures: make one with --json."
+
+
+def baseline_settings(baseline: dict) -> dict:
+    """A baseline's settings, with the default of each model and optimizer setting added
+    since it was made, so that a new option (off by default) keeps old baselines usable."""
+    settings = baseline.get("config")
+    if not isinstance(settings, dict):
+        raise SeqkitError(NOT_A_BASELINE)
+    filled = dict(settings)
+    for key, kind in (("model", ClassifierConfig), ("train", TrainConfig)):
+        if isinstance(settings.get(key), dict):
+            filled[key] = with_defaults(settings[key], kind)
+    return filled
+
+
 def compare(result: dict, baseline: dict, config: BenchConfig) -> Comparison:
     """Compare a run with a baseline made with the same settings."""
+    base_config = baseline_settings(baseline)
     try:
-        base_config, base_acc = baseline["config"], float(baseline["test_accuracy"])
+        base_acc = float(baseline["test_accuracy"])
         base_speed, base_gflops = float(baseline["train_samples_per_sec"]), float(baseline["machine_gflops"])
     except (KeyError, TypeError, ValueError):
-        raise SeqkitError("The baseline lacks seqkit bench figures: make one with --json.") from None
+        raise SeqkitError(NOT_A_BASELINE) from None
     if base_config != result["config"]:
         differ = sorted(
             k for k in set(base_config) | set(result["config"]) if base_config.get(k) != result["config"].get(k)

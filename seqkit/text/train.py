@@ -13,12 +13,12 @@ import csv
 import io
 import math
 import shutil
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from seqkit.core.train import Record, TrainConfig
 from seqkit.errors import SeqkitError
-from seqkit.fileio import atomic_path, read_json, write_json, write_text
+from seqkit.fileio import atomic_path, read_json, with_defaults, write_json, write_text
 from seqkit.text.model import CharModelConfig
 from seqkit.text.vocab import Vocabulary
 
@@ -65,9 +65,11 @@ class CharConfig:
         )
 
     def identity(self, vocab: Vocabulary) -> dict:
-        """What a resumed run must share with the saved one: model shape and data stream."""
+        """What a resumed run must share with the saved one: model shape, data stream, and
+        whether its checkpoints hold weight averages (their decay may change, like --lr)."""
         return {
             **self.model_config(vocab).to_dict(),
+            "ema": self.train.ema > 0,
             "vocab": "".join(vocab.chars),
             "normalization": self.normalization,
             "seq_len": self.seq_len,
@@ -92,12 +94,11 @@ def _check_out(out: Path) -> None:
 
 def saved_identity(folder: Path) -> dict:
     """The identity that a train-char folder's config.json records, plus the default of each
-    model field it lacks, so that a run written before a field existed still resumes and loads."""
+    field it lacks, so that a run written before a field existed still resumes and loads."""
     identity = read_json(folder / "config.json", "saved configuration").get("identity", {})
     if not isinstance(identity, dict):
         raise SeqkitError(f"{folder / 'config.json'} is damaged: retrain.")
-    defaults = {f.name: f.default for f in fields(CharModelConfig) if f.default is not MISSING}
-    return {**defaults, **identity}
+    return with_defaults({"ema": False, **identity}, CharModelConfig)
 
 
 def _check_same_model(out: Path, identity: dict) -> None:
@@ -233,6 +234,8 @@ def _finish(trainer, out: Path, history: list[dict]) -> dict:
 
     steps, seconds = trainer.step, float(trainer.seconds.numpy())
     best = trainer.restore("best")
+    if not best:  # no validation chose the weights: keep the averages, which a best would hold
+        trainer.use_averages()
     best_step = trainer.step if best else steps
     # The best checkpoint carries its own validation loss: no second evaluation pass.
     val_loss = float(trainer.best_val_loss.numpy()) if best else None
