@@ -54,10 +54,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps per timing window")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--infer", action="store_true", help="time the evaluation step")
+    parser.add_argument("--bf16-gradients", action="store_true", help="the working tree's step with bf16 weight gradients")
     args = parser.parse_args()
 
     variants = {
-        "working tree": seqkit_variant(args, infer=args.infer),
+        "working tree": seqkit_variant(args, infer=args.infer, bf16_gradients=args.bf16_gradients),
         args.rev: seqkit_variant(args, package=import_revision(args.rev).__name__, infer=args.infer),
     }
     if not args.infer:

@@ -61,7 +61,8 @@ def head(args):
 
 
 def seqkit_variant(
-    args, fused: bool = True, jit: bool = True, package: str = "seqkit", infer: bool = False, weight_drop: float = 0.0
+    args, fused: bool = True, jit: bool = True, package: str = "seqkit", infer: bool = False, weight_drop: float = 0.0,
+    bf16_gradients: bool = False,
 ):
     """A seqkit training step (or, with ``infer``, evaluation step) of the workload, from the
     package named ``package`` (another revision's copy in `ab.py`)."""
@@ -80,7 +81,8 @@ def seqkit_variant(
         )(x)
         return keras.Model(inputs, head(args)(encoded))
 
-    trainer = train.Trainer(build, train.TrainConfig(jit_compile=jit), steps_per_epoch=1)
+    options = {"bf16_gradients": True} if bf16_gradients else {}  # older revisions lack it
+    trainer = train.Trainer(build, train.TrainConfig(jit_compile=jit, **options), steps_per_epoch=1)
     batches = iter(trainer.distribute(dataset(args)))
     fixed = next(batches)
 
@@ -156,6 +158,7 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--weight-drop", type=float, default=0.0, help="also time the fused step with this weight drop")
+    parser.add_argument("--bf16-gradients", action="store_true", help="also time the fused step with bf16 weight gradients")
     parser.add_argument("--steps", type=int, default=15, help="steps per timing window")
     parser.add_argument("--windows", type=int, default=5, help="timing windows per variant")
     parser.add_argument("--json", help="write the figures here")
@@ -170,6 +173,8 @@ def main() -> None:
     }
     if args.weight_drop:
         variants[f"seqkit fused, XLA, weight drop {args.weight_drop}"] = seqkit_variant(args, weight_drop=args.weight_drop)
+    if args.bf16_gradients:
+        variants["seqkit fused, bf16 weight gradients"] = seqkit_variant(args, bf16_gradients=True)
     figures = alternate(variants, args.batch_size * predictions_per_example(args), args.steps, args.windows)
     reference = figures["keras LSTM, model.fit"]["median"]
     unit = "images/s" if args.workload == "mnist" else "chars/s"

@@ -110,7 +110,11 @@ def recurrent_flops_per_sample(w: SimpleNamespace) -> float:
 
 
 def training_table(name: str, w: SimpleNamespace, args) -> dict:
-    variants = {"seqkit": seqkit_variant(w, fused=True, jit=True), "keras fit": keras_variant(w)}
+    variants = {
+        "seqkit": seqkit_variant(w, fused=True, jit=True),
+        "seqkit, bf16 gradients": seqkit_variant(w, fused=True, jit=True, bf16_gradients=True),
+        "keras fit": keras_variant(w),
+    }
     if torch is not None:
         variants["pytorch"] = torch_training(w)
     per_call = w.batch_size * (CHAR_STEPS if w.workload == "char" else 1)
@@ -233,8 +237,9 @@ def memory_probe(name: str, framework: str, steps: int = 5) -> None:
     held after its imports (TensorFlow and PyTorch are both imported in every probe)."""
     baseline = own_peak_mib()
     w = SimpleNamespace(**TRAINING[name])
-    run = {"seqkit": lambda: seqkit_variant(w, True, True), "keras fit": lambda: keras_variant(w),
-           "pytorch": lambda: torch_training(w)}[framework]()
+    run = {"seqkit": lambda: seqkit_variant(w, True, True),
+           "seqkit, bf16 gradients": lambda: seqkit_variant(w, True, True, bf16_gradients=True),
+           "keras fit": lambda: keras_variant(w), "pytorch": lambda: torch_training(w)}[framework]()
     run(steps)
     print(json.dumps({"peak_memory_mib": own_peak_mib() - baseline, "after_imports_mib": baseline}))
 
@@ -287,7 +292,7 @@ def main() -> None:
     if args.memory_probe:
         return memory_probe(*args.memory_probe)
 
-    frameworks = ["seqkit", "keras fit"] + (["pytorch"] if torch is not None else [])
+    frameworks = ["seqkit", "seqkit, bf16 gradients", "keras fit"] + (["pytorch"] if torch is not None else [])
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",

@@ -89,6 +89,7 @@ def _distribution_options(command):
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay.")
 @click.option("--warmup", type=click.IntRange(min=0), help="Learning-rate warm-up steps.")
 @click.option("--ema", type=click.FloatRange(0, 1, max_open=True), help="Validate and keep a moving average of the weights (over about the last 10% of steps), its decay at most this (e.g. 0.999) [0: off].")
+@click.option("--bf16-gradients/--no-bf16-gradients", default=None, help="LSTM weight gradients from bfloat16 matmuls [on for LSTMs on a CPU with bf16 dot products].")
 @click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training text [20; none with --max-time].")
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True), help="Training seconds allowed.")
 @click.option("--eval-every", type=click.IntRange(min=1), help="Steps between evaluations.")

@@ -6,6 +6,7 @@ import tensorflow as tf
 import keras
 
 from seqkit.core import SequenceEncoder
+from seqkit.core.fused import bf16_weight_gradients
 from seqkit.errors import SeqkitError
 
 CELLS = ["lstm", "gru", "rnn", "peephole"]
@@ -230,6 +231,41 @@ def test_fused_lstm_matches_autodiff_values_and_gradients(return_sequences, mask
         np.testing.assert_allclose(a, b, atol=1e-5)
     for a, b in zip(our_grads, ref_grads):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_bf16_weight_gradients_are_close_to_float32(graph):
+    """Inside the block the fused LSTM's weight and input gradients are bf16 matmuls with
+    float32 sums (in a graph, outside the loops' XLA programs); its outputs stay exact."""
+    x = tf.constant(_random(3, 6, 4))
+    enc = SequenceEncoder(5, layers=2, return_sequences=True, return_state=True)
+    enc(x)
+    lengths = tf.constant([6, 2, 4])
+    upstream = [tf.constant(_random(*t.shape)) for t in enc(x, lengths=lengths)]
+
+    def loss_and_grads(bf16):
+        with bf16_weight_gradients(bf16):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                results = enc(x, lengths=lengths, training=True)
+                loss = sum(tf.reduce_sum(r * u) for r, u in zip(results, upstream))
+            return results, tape.gradient(loss, [x, *enc.trainable_variables])
+
+    run = tf.function(loss_and_grads, autograph=False) if graph else loss_and_grads
+    (ours, our_grads), (ref, ref_grads) = run(True), loss_and_grads(False)
+    for a, b in zip(ours, ref):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for a, b in zip(our_grads, ref_grads):
+        np.testing.assert_allclose(a, b, atol=1e-2 * float(tf.reduce_max(tf.abs(b))))
+    kernel = 1  # x's gradient comes first
+    assert not np.array_equal(our_grads[kernel], ref_grads[kernel])  # the bf16 path was taken
+
+
+@pytest.mark.parametrize("options", [{"cell": "gru"}, {"cell": "peephole"}, {"fused": False}, {"unroll": True}])
+def test_bf16_weight_gradients_refuse_layers_without_the_fused_backward_pass(options):
+    enc = SequenceEncoder(4, **options)
+    with bf16_weight_gradients(), pytest.raises(SeqkitError, match="fused LSTM"):
+        enc(_random(2, 3, 3), training=True)
 
 
 @pytest.mark.parametrize("cell", CELLS)

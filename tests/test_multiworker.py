@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from seqkit.cli import main
+from seqkit.core.fused import cpu_has_bf16
 
 from conftest import REPO
 
@@ -25,6 +26,9 @@ TINY = ["--seed", "5", "--dropout", "0", "--embedding", "8", "--layers", "1", "-
         "--batch-size", "16", "--epochs", "3", "--eval-every", "4", "--lr", "0.01", "--warmup", "2", "--ema", "0.9"]
 # Relative tolerance on the losses: each worker's half-batch sums in its own order.
 LOSS_RTOL = 1e-4
+# On a CPU with bf16 dot products train-char's LSTM takes bf16 weight gradients: there those
+# sums' last-bit differences flip the bf16 rounding of a few values, and it shows in the weights.
+WEIGHT_ATOL = 1e-3 if cpu_has_bf16() else 1e-4
 
 
 def _free_ports(n: int) -> list[int]:
@@ -79,7 +83,7 @@ def test_two_workers_agree_with_each_other_and_with_one_process(corpus, tmp_path
         np.testing.assert_array_equal(chief[key], other[key])  # identical on both workers
     np.testing.assert_allclose(_losses(tmp_path / "cluster"), _losses(tmp_path / "single"), rtol=LOSS_RTOL)
     for key in chief.files:
-        np.testing.assert_allclose(chief[key], alone[key], rtol=0, atol=1e-4)
+        np.testing.assert_allclose(chief[key], alone[key], rtol=0, atol=WEIGHT_ATOL)
     written = {p.name for p in (tmp_path / "cluster").iterdir()}
     assert {"model.keras", "metrics.json", "checkpoints", "best", "logs"} <= written  # by the chief
 

@@ -44,6 +44,42 @@ def test_trainer_learns_a_small_task(jit):
     assert loss == pytest.approx(history[-1].val_loss, rel=1e-5)
 
 
+def test_bf16_gradients_train_like_float32():
+    """The step is then not one XLA program (the loops are compiled on their own, the LSTM's
+    weight gradients leave XLA in bf16): it must learn as the float32 step does."""
+    x, y = _toy_task()
+
+    def model():
+        inputs = keras.Input((None, 2))
+        return keras.Model(inputs, keras.layers.Dense(2)(SequenceEncoder(16, layers=2)(inputs)))
+
+    results = []
+    for bf16 in (False, True):
+        keras.utils.set_random_seed(0)
+        trainer = Trainer(model, TrainConfig(epochs=4, lr=1e-2, bf16_gradients=bf16), steps_per_epoch=16)
+        history = trainer.fit(_dataset(x, y, 32, True), evaluation=_dataset(x, y, 64, False), verbose=False)
+        results.append(history[-1])
+    plain, bf16 = results
+    assert bf16.val_accuracy > 0.85
+    assert bf16.loss == pytest.approx(plain.loss, rel=0.05, abs=0.01)
+
+
+@pytest.mark.parametrize("has_bf16, cell, expected", [(True, "lstm", True), (True, "gru", False), (False, "lstm", False)])
+def test_bf16_gradients_by_default_only_where_they_pay(monkeypatch, has_bf16, cell, expected):
+    import seqkit.core.train as train_module
+
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: has_bf16)
+
+    def model():
+        inputs = keras.Input((None, 2))
+        return keras.Model(inputs, keras.layers.Dense(2)(SequenceEncoder(4, cell=cell)(inputs)))
+
+    assert Trainer(model, TrainConfig(bf16_gradients=None), 1).bf16_gradients is expected
+    if cell != "lstm":
+        with pytest.raises(SeqkitError, match="gru"):
+            Trainer(model, TrainConfig(bf16_gradients=True), 1)
+
+
 @pytest.mark.parametrize("clip, expected_norm", [(1.0, 1.0), (100.0, 5.0), (0.0, 5.0)])
 def test_gradients_are_clipped_by_their_global_norm(clip, expected_norm):
     trainer = Trainer(_model, TrainConfig(clip=clip), 1)

@@ -38,6 +38,8 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from seqkit.core.fused import bf16_weight_gradients, cpu_has_bf16
+from seqkit.core.recurrent import SequenceEncoder
 from seqkit.distribute import is_chief, is_multi_worker
 from seqkit.errors import SeqkitError
 
@@ -63,6 +65,13 @@ class TrainConfig:
             smooth the noise of a high learning rate, so the model evaluated and kept can
             be better than the last step's.
         jit_compile: compile the forward and backward pass with XLA.
+        bf16_gradients: compute the LSTM layers' weight and input gradients (the large
+            matmuls over all time steps after the backward loop) from bfloat16 values,
+            summed in float32, outside XLA, where oneDNN uses the CPU's bf16 dot products;
+            the recurrences stay float32 and compiled. Faster where the CPU has them
+            (AVX512-BF16, AMX) and the layers are wide (see benchmarks/README.md). None:
+            on when every recurrent layer runs the fused LSTM, the CPU has bf16 dot
+            products and no GPU is visible (``Trainer.bf16_gradients`` tells).
     """
 
     epochs: int | None = 1
@@ -74,6 +83,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     ema: float = 0.0
     jit_compile: bool = True
+    bf16_gradients: bool | None = False
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -135,6 +145,27 @@ class Record:
         return {**asdict(self), "samples_per_sec": self.samples_per_sec}
 
 
+def _use_bf16_gradients(model: keras.Model, setting: bool | None) -> bool:
+    """Resolve ``TrainConfig.bf16_gradients`` for ``model``: None (auto) is on where it pays,
+    True is refused (before any step) for recurrent layers that cannot use it."""
+    pending, encoders = [model], []
+    while pending:
+        layer = pending.pop()
+        if isinstance(layer, SequenceEncoder):
+            encoders.append(layer)
+        if isinstance(layer, keras.Model):
+            pending.extend(layer.layers)
+    others = [f"{e.name} ({e.cell})" for e in encoders if not e.trains_fused]
+    if setting is None:
+        return bool(encoders) and not others and cpu_has_bf16() and not tf.config.list_logical_devices("GPU")
+    if setting and others:
+        raise SeqkitError(
+            f"bf16 weight gradients are for the fused LSTM's backward pass, which {', '.join(others)} "
+            "does not run: train without them."
+        )
+    return setting
+
+
 class Trainer:
     """Builds a model and its optimizer under a distribution strategy and trains it.
 
@@ -167,6 +198,7 @@ class Trainer:
         self.unit, self.eval_name = unit, eval_name
         with self.strategy.scope():
             self.model = build_model()
+            self.bf16_gradients = _use_bf16_gradients(self.model, config.bf16_gradients)
             self.optimizer = make_optimizer(config)
             self.optimizer.build(self.model.trainable_variables)
             self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
@@ -193,7 +225,10 @@ class Trainer:
                 )
         # No AutoGraph: the code has no tensor-dependent Python control flow to convert.
         compiled = dict(reduce_retracing=True, autograph=False)
-        self._grads = tf.function(self._loss_and_grads, jit_compile=config.jit_compile, **compiled)
+        # With bf16 weight gradients the step is not one XLA program: its LSTM loops are
+        # compiled on their own and the weight-gradient matmuls run outside XLA (fused.py).
+        jit = config.jit_compile and not self.bf16_gradients
+        self._grads = tf.function(self._loss_and_grads, jit_compile=jit, **compiled)
         self._forward = tf.function(self._eval_sums, jit_compile=config.jit_compile, **compiled)
         self._train_step = tf.function(self._distributed_train_step, **compiled)
         self._eval_step = tf.function(self._distributed_eval_step, **compiled)
@@ -308,11 +343,12 @@ class Trainer:
 
     # -- one replica ---------------------------------------------------------------------------
     def _loss_and_grads(self, x, y):
-        with tf.GradientTape() as tape:
-            logits = self.model(x, training=True)
-            loss, hits = sparse_loss_and_hits(y, logits)
-            scaled = tf.nn.compute_average_loss(loss)
-        grads = tape.gradient(scaled, self.model.trainable_variables)
+        with bf16_weight_gradients(self.bf16_gradients):
+            with tf.GradientTape() as tape:
+                logits = self.model(x, training=True)
+                loss, hits = sparse_loss_and_hits(y, logits)
+                scaled = tf.nn.compute_average_loss(loss)
+            grads = tape.gradient(scaled, self.model.trainable_variables)
         return grads, tf.reduce_sum(loss), tf.reduce_sum(hits), tf.cast(tf.size(loss), tf.float32)
 
     def _replica_train(self, x, y):

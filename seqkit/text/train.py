@@ -56,7 +56,7 @@ class CharConfig:
     max_time: float | None = None
     seed: int = 1
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=20, lr=5e-3, warmup_steps=100, clip=5.0)
+        default_factory=lambda: TrainConfig(epochs=20, lr=5e-3, warmup_steps=100, clip=5.0, bf16_gradients=None)
     )
 
     def model_config(self, vocab: Vocabulary) -> CharModelConfig:
@@ -199,7 +199,8 @@ def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: st
             f"{config.layers} x {config.cell} {config.units}, {trainer.model.count_params():,} parameters; "
             f"{steps_per_epoch} steps per epoch, "
             + (f"{trainer.total_steps} in all" if trainer.total_steps is not None else "as many as fit")
-            + (f", at most {config.max_time:g} s" if config.max_time else ""),
+            + (f", at most {config.max_time:g} s" if config.max_time else "")
+            + ("; bf16 weight gradients" if trainer.bf16_gradients else ""),
             flush=True,
         )
 
