@@ -55,10 +55,12 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--infer", action="store_true", help="time the evaluation step")
     parser.add_argument("--bf16-gradients", action="store_true", help="the working tree's step with bf16 weight gradients")
+    parser.add_argument("--native-kernels", action="store_true", help="the working tree's step with native LSTM kernels")
     args = parser.parse_args()
 
+    options = {name: getattr(args, name) for name in ("bf16_gradients", "native_kernels")}  # the tree has both
     variants = {
-        "working tree": seqkit_variant(args, infer=args.infer, bf16_gradients=args.bf16_gradients),
+        "working tree": seqkit_variant(args, infer=args.infer, **options),
         args.rev: seqkit_variant(args, package=import_revision(args.rev).__name__, infer=args.infer),
     }
     if not args.infer:

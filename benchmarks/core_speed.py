@@ -62,10 +62,11 @@ def head(args):
 
 def seqkit_variant(
     args, fused: bool = True, jit: bool = True, package: str = "seqkit", infer: bool = False, weight_drop: float = 0.0,
-    bf16_gradients: bool = False,
+    **options,
 ):
     """A seqkit training step (or, with ``infer``, evaluation step) of the workload, from the
-    package named ``package`` (another revision's copy in `ab.py`)."""
+    package named ``package`` (another revision's copy in `ab.py`); ``options`` are further
+    ``TrainConfig`` settings (pass only those that are on: older revisions lack some)."""
     extra = {"weight_drop": weight_drop} if weight_drop else {}  # older revisions lack it
     core, train = importlib.import_module(f"{package}.core"), importlib.import_module(f"{package}.core.train")
 
@@ -81,7 +82,6 @@ def seqkit_variant(
         )(x)
         return keras.Model(inputs, head(args)(encoded))
 
-    options = {"bf16_gradients": True} if bf16_gradients else {}  # older revisions lack it
     trainer = train.Trainer(build, train.TrainConfig(jit_compile=jit, **options), steps_per_epoch=1)
     batches = iter(trainer.distribute(dataset(args)))
     fixed = next(batches)
@@ -159,22 +159,28 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--weight-drop", type=float, default=0.0, help="also time the fused step with this weight drop")
     parser.add_argument("--bf16-gradients", action="store_true", help="also time the fused step with bf16 weight gradients")
+    parser.add_argument("--native-kernels", action="store_true", help="also time the fused step with native LSTM kernels")
     parser.add_argument("--steps", type=int, default=15, help="steps per timing window")
     parser.add_argument("--windows", type=int, default=5, help="timing windows per variant")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
 
+    xla = {"native_kernels": False}  # the XLA loops, not the native kernels that are the default where they build
     variants = {
         "keras LSTM, model.fit": keras_variant(args),
-        "seqkit fused, XLA": seqkit_variant(args, fused=True, jit=True),
-        "seqkit fused, no XLA": seqkit_variant(args, fused=True, jit=False),
-        "seqkit autodiff, XLA": seqkit_variant(args, fused=False, jit=True),
-        "seqkit autodiff, no XLA": seqkit_variant(args, fused=False, jit=False),
+        "seqkit fused, XLA": seqkit_variant(args, fused=True, jit=True, **xla),
+        "seqkit fused, no XLA": seqkit_variant(args, fused=True, jit=False, **xla),
+        "seqkit autodiff, XLA": seqkit_variant(args, fused=False, jit=True, **xla),
+        "seqkit autodiff, no XLA": seqkit_variant(args, fused=False, jit=False, **xla),
     }
     if args.weight_drop:
-        variants[f"seqkit fused, XLA, weight drop {args.weight_drop}"] = seqkit_variant(args, weight_drop=args.weight_drop)
+        variants[f"seqkit fused, XLA, weight drop {args.weight_drop}"] = seqkit_variant(
+            args, weight_drop=args.weight_drop, **xla
+        )
     if args.bf16_gradients:
-        variants["seqkit fused, bf16 weight gradients"] = seqkit_variant(args, bf16_gradients=True)
+        variants["seqkit fused, bf16 weight gradients"] = seqkit_variant(args, bf16_gradients=True, **xla)
+    if args.native_kernels:
+        variants["seqkit fused, native kernels"] = seqkit_variant(args, native_kernels=True)
     figures = alternate(variants, args.batch_size * predictions_per_example(args), args.steps, args.windows)
     reference = figures["keras LSTM, model.fit"]["median"]
     unit = "images/s" if args.workload == "mnist" else "chars/s"

@@ -109,12 +109,19 @@ def recurrent_flops_per_sample(w: SimpleNamespace) -> float:
     return 3 * per_step * steps
 
 
+# seqkit's training steps, by their TrainConfig settings: the XLA step; native kernels (the
+# default on a CPU where they build); with bf16 weight gradients too (train-char's default on
+# a CPU with bf16 dot products).
+SEQKIT_STEPS = {
+    "seqkit, XLA loops": {"native_kernels": False, "bf16_gradients": False},
+    "seqkit, native kernels": {"native_kernels": True, "bf16_gradients": False},
+    "seqkit, native + bf16 gradients": {"native_kernels": True, "bf16_gradients": True},
+}
+
+
 def training_table(name: str, w: SimpleNamespace, args) -> dict:
-    variants = {
-        "seqkit": seqkit_variant(w, fused=True, jit=True),
-        "seqkit, bf16 gradients": seqkit_variant(w, fused=True, jit=True, bf16_gradients=True),
-        "keras fit": keras_variant(w),
-    }
+    variants = {step: seqkit_variant(w, **options) for step, options in SEQKIT_STEPS.items()}
+    variants["keras fit"] = keras_variant(w)
     if torch is not None:
         variants["pytorch"] = torch_training(w)
     per_call = w.batch_size * (CHAR_STEPS if w.workload == "char" else 1)
@@ -237,9 +244,10 @@ def memory_probe(name: str, framework: str, steps: int = 5) -> None:
     held after its imports (TensorFlow and PyTorch are both imported in every probe)."""
     baseline = own_peak_mib()
     w = SimpleNamespace(**TRAINING[name])
-    run = {"seqkit": lambda: seqkit_variant(w, True, True),
-           "seqkit, bf16 gradients": lambda: seqkit_variant(w, True, True, bf16_gradients=True),
-           "keras fit": lambda: keras_variant(w), "pytorch": lambda: torch_training(w)}[framework]()
+    if framework in SEQKIT_STEPS:
+        run = seqkit_variant(w, **SEQKIT_STEPS[framework])
+    else:
+        run = {"keras fit": keras_variant, "pytorch": torch_training}[framework](w)
     run(steps)
     print(json.dumps({"peak_memory_mib": own_peak_mib() - baseline, "after_imports_mib": baseline}))
 
@@ -292,7 +300,7 @@ def main() -> None:
     if args.memory_probe:
         return memory_probe(*args.memory_probe)
 
-    frameworks = ["seqkit", "seqkit, bf16 gradients", "keras fit"] + (["pytorch"] if torch is not None else [])
+    frameworks = [*SEQKIT_STEPS, "keras fit"] + (["pytorch"] if torch is not None else [])
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",

@@ -3,7 +3,8 @@
 Times the forward and backward pass of one LSTM layer over a batch (row-MNIST 1 x 128 by
 default: 28 steps, batch 128, 28 inputs) in one run, alternating, median of the windows:
 
-- ``seqkit``: the core's fused scan (:mod:`seqkit.core.fused`) under XLA, as training runs it;
+- ``seqkit``: the core's fused scan (:mod:`seqkit.core.fused`) under XLA, as training runs
+  it without native kernels, and with them (``lstm_kernel.cc``, graph mode);
 - ``floor``: the same matmuls and gate arithmetic under XLA with nothing stored per step
   and nothing read back (so its gradients are wrong): no XLA while-loop version of the
   recurrence can beat it;
@@ -35,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from seqkit.core.fused import lstm_scan  # noqa: E402
+from seqkit.core.fused import lstm_scan, split_step  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from core_speed import alternate  # noqa: E402
@@ -147,6 +148,10 @@ def main() -> None:
             loss = tf.reduce_sum(out * out)
         return tape.gradient(loss, [w, b])
 
+    def native_grads(x, w, b):
+        with split_step(native=True):
+            return seqkit_grads(x, w, b)
+
     def block_grads(x, w, b):
         with tf.GradientTape() as tape:
             tape.watch([w, b])
@@ -155,12 +160,14 @@ def main() -> None:
 
     variants = {
         "seqkit fused scan, XLA": tf.function(seqkit_grads, jit_compile=True),
+        "seqkit native kernels, graph": tf.function(native_grads),
         "floor (no per-step stores), XLA": tf.function(lambda x, w, b: floor_pass(x, w, b, zeros, zeros), jit_compile=True),
         "TF BlockLSTMV2, graph": tf.function(block_grads),
     }
-    pairs = zip(variants["seqkit fused scan, XLA"](x, w, b), variants["TF BlockLSTMV2, graph"](x, w, b))
-    difference = max(float(tf.reduce_max(tf.abs(p - q)) / tf.reduce_max(tf.abs(p))) for p, q in pairs)
-    print(f"largest gradient difference, seqkit against BlockLSTMV2, relative to the largest gradient: {difference:.1e}")
+    for other in ("seqkit native kernels, graph", "TF BlockLSTMV2, graph"):
+        pairs = zip(variants["seqkit fused scan, XLA"](x, w, b), variants[other](x, w, b))
+        difference = max(float(tf.reduce_max(tf.abs(p - q)) / tf.reduce_max(tf.abs(p))) for p, q in pairs)
+        print(f"largest gradient difference, XLA scan against {other}, relative to the largest gradient: {difference:.1e}")
     runs = {name: (lambda f=f: f(x, w, b)[0].numpy()) for name, f in variants.items()}
     try:
         import torch

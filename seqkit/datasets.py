@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 from seqkit.errors import SeqkitError
+from seqkit.fileio import user_cache_dir
 
 DOWNLOAD_TIMEOUT_S = 30
 
@@ -39,8 +40,7 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
         return Path(explicit).expanduser()
     if os.environ.get("SEQKIT_DATA_DIR"):
         return Path(os.environ["SEQKIT_DATA_DIR"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "seqkit"
+    return user_cache_dir()
 
 
 def _entry(dataset: str, filename: str) -> dict:

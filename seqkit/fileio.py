@@ -61,6 +61,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def user_cache_dir() -> Path:
+    """seqkit's folder in the user cache: ``$XDG_CACHE_HOME/seqkit``, else ``~/.cache/seqkit``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seqkit"
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -15,3 +15,12 @@ def shared_data() -> Path:
     if not (root / "mnist").is_dir():
         pytest.skip(f"no MNIST in {root}")
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def native_kernels_built() -> None:
+    """Build seqkit's native LSTM kernels (once per machine) before any test, so that the
+    CLI's subprocesses find them cached instead of each announcing a build on stderr."""
+    from seqkit.core import native
+
+    native.available()

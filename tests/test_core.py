@@ -6,7 +6,8 @@ import tensorflow as tf
 import keras
 
 from seqkit.core import SequenceEncoder
-from seqkit.core.fused import bf16_weight_gradients
+from seqkit.core import native
+from seqkit.core.fused import split_step
 from seqkit.errors import SeqkitError
 
 CELLS = ["lstm", "gru", "rnn", "peephole"]
@@ -233,18 +234,25 @@ def test_fused_lstm_matches_autodiff_values_and_gradients(return_sequences, mask
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+SPLITS = [{"native": True}, {"bf16": True}, {"native": True, "bf16": True}]
+
+
 @pytest.mark.parametrize("graph", [False, True])
-def test_bf16_weight_gradients_are_close_to_float32(graph):
-    """Inside the block the fused LSTM's weight and input gradients are bf16 matmuls with
-    float32 sums (in a graph, outside the loops' XLA programs); its outputs stay exact."""
+@pytest.mark.parametrize("split", SPLITS, ids=["native", "bf16", "native+bf16"])
+def test_split_steps_match_the_inlined_scan(graph, split, monkeypatch):
+    """Native kernels compute what the XLA loops do; bf16 weight gradients (the large
+    matmuls after the backward loop from bf16 values, float32 sums) come within 1%. The
+    outputs stay exact either way, padding included."""
+    built = []
+    monkeypatch.setattr(native, "kernels", lambda: built.append(1) or native._load())
     x = tf.constant(_random(3, 6, 4))
     enc = SequenceEncoder(5, layers=2, return_sequences=True, return_state=True)
     enc(x)
     lengths = tf.constant([6, 2, 4])
     upstream = [tf.constant(_random(*t.shape)) for t in enc(x, lengths=lengths)]
 
-    def loss_and_grads(bf16):
-        with bf16_weight_gradients(bf16):
+    def loss_and_grads(options):
+        with split_step(**options):
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 results = enc(x, lengths=lengths, training=True)
@@ -252,19 +260,23 @@ def test_bf16_weight_gradients_are_close_to_float32(graph):
             return results, tape.gradient(loss, [x, *enc.trainable_variables])
 
     run = tf.function(loss_and_grads, autograph=False) if graph else loss_and_grads
-    (ours, our_grads), (ref, ref_grads) = run(True), loss_and_grads(False)
+    (ours, our_grads), (ref, ref_grads) = run(split), loss_and_grads({})
     for a, b in zip(ours, ref):
         np.testing.assert_allclose(a, b, atol=1e-5)
+    tolerance = 1e-2 if split.get("bf16") else 1e-5
     for a, b in zip(our_grads, ref_grads):
-        np.testing.assert_allclose(a, b, atol=1e-2 * float(tf.reduce_max(tf.abs(b))))
-    kernel = 1  # x's gradient comes first
-    assert not np.array_equal(our_grads[kernel], ref_grads[kernel])  # the bf16 path was taken
+        np.testing.assert_allclose(a, b, atol=tolerance * float(tf.reduce_max(tf.abs(b))))
+    assert bool(built) == bool(split.get("native"))
+    if split.get("bf16"):
+        kernel = 1  # x's gradient comes first
+        assert not np.array_equal(our_grads[kernel], ref_grads[kernel])  # the bf16 path was taken
 
 
+@pytest.mark.parametrize("split", SPLITS[:2], ids=["native", "bf16"])
 @pytest.mark.parametrize("options", [{"cell": "gru"}, {"cell": "peephole"}, {"fused": False}, {"unroll": True}])
-def test_bf16_weight_gradients_refuse_layers_without_the_fused_backward_pass(options):
+def test_split_steps_refuse_layers_without_the_fused_lstm(options, split):
     enc = SequenceEncoder(4, **options)
-    with bf16_weight_gradients(), pytest.raises(SeqkitError, match="fused LSTM"):
+    with split_step(**split), pytest.raises(SeqkitError, match="fused LSTM"):
         enc(_random(2, 3, 3), training=True)
 
 

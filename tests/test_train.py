@@ -44,9 +44,11 @@ def test_trainer_learns_a_small_task(jit):
     assert loss == pytest.approx(history[-1].val_loss, rel=1e-5)
 
 
-def test_bf16_gradients_train_like_float32():
-    """The step is then not one XLA program (the loops are compiled on their own, the LSTM's
-    weight gradients leave XLA in bf16): it must learn as the float32 step does."""
+@pytest.mark.parametrize("split", [{"native_kernels": True}, {"bf16_gradients": True}], ids=["native", "bf16"])
+def test_split_steps_train_like_the_xla_step(split):
+    """With native kernels or bf16 weight gradients the step is not one XLA program (the
+    loops run on their own, the LSTM's weight gradients leave XLA): it must learn as the
+    XLA step does."""
     x, y = _toy_task()
 
     def model():
@@ -54,14 +56,24 @@ def test_bf16_gradients_train_like_float32():
         return keras.Model(inputs, keras.layers.Dense(2)(SequenceEncoder(16, layers=2)(inputs)))
 
     results = []
-    for bf16 in (False, True):
+    for options in ({}, split):
         keras.utils.set_random_seed(0)
-        trainer = Trainer(model, TrainConfig(epochs=4, lr=1e-2, bf16_gradients=bf16), steps_per_epoch=16)
+        config = TrainConfig(epochs=4, lr=1e-2, **{"native_kernels": False, "bf16_gradients": False, **options})
+        trainer = Trainer(model, config, steps_per_epoch=16)
+        assert (trainer.native_kernels, trainer.bf16_gradients) == (config.native_kernels, config.bf16_gradients)
         history = trainer.fit(_dataset(x, y, 32, True), evaluation=_dataset(x, y, 64, False), verbose=False)
         results.append(history[-1])
-    plain, bf16 = results
-    assert bf16.val_accuracy > 0.85
-    assert bf16.loss == pytest.approx(plain.loss, rel=0.05, abs=0.01)
+    plain, ours = results
+    assert ours.val_accuracy > 0.85
+    assert ours.loss == pytest.approx(plain.loss, rel=0.05, abs=0.01)
+
+
+def _lstm_or(cell):
+    def model():
+        inputs = keras.Input((None, 2))
+        return keras.Model(inputs, keras.layers.Dense(2)(SequenceEncoder(4, cell=cell)(inputs)))
+
+    return model
 
 
 @pytest.mark.parametrize("has_bf16, cell, expected", [(True, "lstm", True), (True, "gru", False), (False, "lstm", False)])
@@ -69,15 +81,27 @@ def test_bf16_gradients_by_default_only_where_they_pay(monkeypatch, has_bf16, ce
     import seqkit.core.train as train_module
 
     monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: has_bf16)
-
-    def model():
-        inputs = keras.Input((None, 2))
-        return keras.Model(inputs, keras.layers.Dense(2)(SequenceEncoder(4, cell=cell)(inputs)))
-
-    assert Trainer(model, TrainConfig(bf16_gradients=None), 1).bf16_gradients is expected
+    assert Trainer(_lstm_or(cell), TrainConfig(bf16_gradients=None), 1).bf16_gradients is expected
     if cell != "lstm":
         with pytest.raises(SeqkitError, match="gru"):
-            Trainer(model, TrainConfig(bf16_gradients=True), 1)
+            Trainer(_lstm_or(cell), TrainConfig(bf16_gradients=True), 1)
+
+
+@pytest.mark.parametrize("builds, cell, expected", [(True, "lstm", True), (True, "gru", False), (False, "lstm", False)])
+def test_native_kernels_by_default_where_they_build(monkeypatch, builds, cell, expected):
+    """Where the kernels cannot be built (no compiler) training keeps the XLA loops; asked
+    for explicitly, that ends in the build's error before the first step."""
+    from seqkit.core import native
+
+    failure = SeqkitError("seqkit's native LSTM kernels need a C++ compiler (set CXX, or install g++)")
+    monkeypatch.setattr(native, "_load", (lambda: native.tf) if builds else (lambda: failure))
+    assert Trainer(_lstm_or(cell), TrainConfig(native_kernels=None), 1).native_kernels is expected
+    if cell != "lstm":
+        with pytest.raises(SeqkitError, match="gru"):
+            Trainer(_lstm_or(cell), TrainConfig(native_kernels=True), 1)
+    if not builds:
+        with pytest.raises(SeqkitError, match="C\\+\\+ compiler"):
+            Trainer(_lstm_or(cell), TrainConfig(native_kernels=True), 1)
 
 
 @pytest.mark.parametrize("clip, expected_norm", [(1.0, 1.0), (100.0, 5.0), (0.0, 5.0)])

@@ -162,8 +162,9 @@ def test_an_unwritable_out_ends_in_one_line(corpus, tmp_path):
     assert "Cannot write to --out" in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_bf16_gradients_on_a_cell_without_the_fused_lstm_end_in_one_line(corpus, tmp_path):
-    result = _cli("train-char", str(corpus), "--out", str(tmp_path / "run"), "--cell", "gru", "--bf16-gradients",
+@pytest.mark.parametrize("option", ["--bf16-gradients", "--native-kernels"])
+def test_split_steps_on_a_cell_without_the_fused_lstm_end_in_one_line(corpus, tmp_path, option):
+    result = _cli("train-char", str(corpus), "--out", str(tmp_path / "run"), "--cell", "gru", option,
                   "--units", "8", "--embedding", "4", "--seq-len", "16", "--epochs", "1")
     assert result.returncode == 1
     assert "fused LSTM" in result.stderr and result.stderr.count("\n") == 1, result.stderr

@@ -12,32 +12,46 @@ projection's per-step read cost more than the wider matmul (training step 1.05x 
 faster; see benchmarks/README.md). Masking follows the generic loop: a padded step keeps
 the state and outputs zero.
 
-Inside :func:`bf16_weight_gradients` the loops are XLA programs of their own and the large
-matmuls after the backward loop run outside XLA with bfloat16 inputs (float32 sums): on a
-CPU with bf16 dot products, oneDNN runs them 1.5x to 2x faster than XLA's float32 dot,
-while XLA's own bf16 dot is slower than its float32 one. The training step that traces
-the model inside it must not itself be XLA-compiled (see ``TrainConfig.bf16_gradients``).
+Inside :func:`split_step` the loops leave the caller's XLA program: as seqkit's C++ kernels
+(``native``, lstm_kernel.cc: one thread per block of batch rows, no per-step dispatch) or
+as XLA programs of their own, and the large matmuls after the backward loop run in
+TensorFlow, from bfloat16 values with ``bf16``: on a CPU with bf16 dot products oneDNN
+runs them 1.5x to 2x faster than XLA's float32 dot, while XLA's own bf16 dot is slower
+than its float32 one. The training step that traces the model inside it must not itself
+be XLA-compiled (see ``TrainConfig.native_kernels`` and ``bf16_gradients``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+from dataclasses import dataclass
 
 import tensorflow as tf
 
-_GRADIENT_DTYPE: contextvars.ContextVar[tf.DType | None] = contextvars.ContextVar("gradient_dtype", default=None)
+from seqkit.errors import SeqkitError
+
+
+@dataclass(frozen=True)
+class _Split:
+    native: bool  # the loops as seqkit's C++ kernels, else as XLA programs of their own
+    low: tf.DType | None  # the dtype of the matmuls after the backward loop (None: the inputs')
+
+
+_SPLIT: contextvars.ContextVar[_Split | None] = contextvars.ContextVar("split", default=None)
 
 
 @contextlib.contextmanager
-def bf16_weight_gradients(enabled: bool = True):
-    """While tracing inside this block, recurrences are compiled on their own and the fused
-    LSTM's weight and input gradients are bfloat16 matmuls outside XLA."""
-    token = _GRADIENT_DTYPE.set(tf.bfloat16 if enabled else None)
+def split_step(native: bool = False, bf16: bool = False):
+    """While tracing inside this block, the fused LSTM runs its loops outside the caller's
+    XLA program, as C++ kernels when ``native``, and its weight and input gradients as
+    bfloat16 matmuls when ``bf16``; with neither, it is inlined as usual."""
+    split = _Split(native, tf.bfloat16 if bf16 else None) if native or bf16 else None
+    token = _SPLIT.set(split)
     try:
         yield
     finally:
-        _GRADIENT_DTYPE.reset(token)
+        _SPLIT.reset(token)
 
 
 def cpu_has_bf16() -> bool:
@@ -50,15 +64,15 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def bf16_active() -> bool:
-    """Whether the model is being traced inside :func:`bf16_weight_gradients`."""
-    return _GRADIENT_DTYPE.get() is not None
+def split_active() -> bool:
+    """Whether the model is being traced inside a :func:`split_step` that splits."""
+    return _SPLIT.get() is not None
 
 
 def _compiled(fn):
-    """``fn`` as its own XLA program inside :func:`bf16_weight_gradients` in a graph, else as
-    it is (inlined into whatever compiles its caller; run op by op when eager)."""
-    if _GRADIENT_DTYPE.get() is None or tf.executing_eagerly():
+    """``fn`` as its own XLA program inside :func:`split_step` in a graph, else as it is
+    (inlined into whatever compiles its caller; run op by op when eager)."""
+    if _SPLIT.get() is None or tf.executing_eagerly():
         return fn
     return tf.function(fn, jit_compile=True, autograph=False)
 
@@ -75,13 +89,62 @@ def lstm_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm):
     (padding). Returns the outputs [time, batch, units] and the final ``h`` and ``c``;
     differentiable in every argument but the mask.
     """
+    split = _SPLIT.get()
+    scan = _native_scan if split is not None and split.native else _xla_scan
+    args = (tf.convert_to_tensor(v) for v in (x_tm, kernel, bias, recurrent_kernel, h0, c0))
+    return scan(*args, mask_tm=mask_tm, low=split.low if split is not None else None)
 
+
+def _filled(grads, refs):
+    """The incoming gradients, with zeros for the outputs that received none."""
+    return [tf.zeros_like(ref) if d is None else d for d, ref in zip(grads, refs)]
+
+
+def _matmul(a, b, low, dtype, **kwargs):
+    """``a @ b`` from values in ``low`` (a no-op cast where they are), as ``dtype``."""
+    return tf.cast(tf.matmul(tf.cast(a, low), tf.cast(b, low), **kwargs), dtype)
+
+
+def _native_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low):
+    from seqkit.core.native import kernels  # builds the library on first use
+
+    ops = kernels()
+    if x_tm.dtype != tf.float32:
+        raise SeqkitError(f"seqkit's native LSTM kernels are float32; this model computes in {x_tm.dtype.name}.")
+    low = low or tf.float32
+    mask = tf.reshape(mask_tm, tf.shape(mask_tm)[:2])
+
+    @tf.custom_gradient
+    def scan(x_tm, kernel, bias, recurrent_kernel, h0, c0):
+        shape = tf.shape(x_tm)
+        x_flat = tf.reshape(x_tm, [-1, shape[2]])
+        xp = tf.reshape(tf.matmul(x_flat, kernel) + bias, [shape[0], shape[1], -1])
+        outputs, h_last, c_last, gates, cs, h_prev = ops.seqkit_lstm_forward(xp, recurrent_kernel, h0, c0, mask)
+
+        def grad(d_out, d_h_last, d_c_last):
+            d_out, d_h_last, d_c_last = _filled((d_out, d_h_last, d_c_last), (outputs, h_last, c_last))
+            dz, dh0, dc0, d_bias = ops.seqkit_lstm_backward(
+                recurrent_kernel, c0, mask, gates, cs, d_out, d_h_last, d_c_last
+            )
+            dz = tf.cast(tf.reshape(dz, [-1, tf.shape(kernel)[1]]), low)
+            h_prev_flat = tf.reshape(h_prev, [-1, tf.shape(h0)[1]])
+            d_recurrent = _matmul(h_prev_flat, dz, low, tf.float32, transpose_a=True)
+            d_kernel = _matmul(x_flat, dz, low, tf.float32, transpose_a=True)
+            d_x = tf.reshape(_matmul(dz, kernel, low, tf.float32, transpose_b=True), shape)
+            return d_x, d_kernel, d_bias, d_recurrent, dh0, dc0
+
+        return (outputs, h_last, c_last), grad
+
+    return scan(x_tm, kernel, bias, recurrent_kernel, h0, c0)
+
+
+def _xla_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low):
     @tf.custom_gradient
     def scan(x_tm, kernel, bias, recurrent_kernel, h0, c0):
         steps = tf.shape(x_tm)[0] if x_tm.shape[0] is None else x_tm.shape[0]
         dtype = x_tm.dtype
         stacked = tf.concat([kernel, recurrent_kernel], 0)
-        low = _GRADIENT_DTYPE.get() or dtype  # the dtype of the matmuls after the backward loop
+        low_dtype = low or dtype
 
         def forward(t, h, c, gates_ta, c_ta, h_ta, out_ta):
             z = tf.matmul(tf.concat([x_tm[t], h], -1), stacked) + bias
@@ -111,10 +174,7 @@ def lstm_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm):
         h_last, c_last, gates, cs, hs, outputs = run_forward(h0, c0)
 
         def grad(d_out, d_h_last, d_c_last):
-            d_out, d_h_last, d_c_last = (
-                tf.zeros_like(ref) if d is None else d
-                for d, ref in ((d_out, outputs), (d_h_last, h_last), (d_c_last, c_last))
-            )
+            d_out, d_h_last, d_c_last = _filled((d_out, d_h_last, d_c_last), (outputs, h_last, c_last))
 
             @_compiled
             def run_backward(d_h_last, d_c_last):
@@ -146,16 +206,15 @@ def lstm_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm):
                 _, dh0, dc0, dz_ta = _loop(steps, backward, (0, d_h_last, d_c_last, dz_ta))
                 dz_flat = tf.reshape(dz_ta.stack(), [-1, tf.shape(stacked)[1]])
                 inputs = tf.reshape(tf.concat([x_tm, h_prev_all], -1), [-1, tf.shape(stacked)[0]])
-                low_values = (tf.cast(v, low) for v in (dz_flat, inputs, kernel))
+                low_values = (tf.cast(v, low_dtype) for v in (dz_flat, inputs, kernel))
                 return dh0, dc0, tf.reduce_sum(dz_flat, 0), *low_values
 
             dh0, dc0, d_bias, dz_flat, inputs, low_kernel = run_backward(d_h_last, d_c_last)
-            d_stacked = tf.cast(tf.matmul(inputs, dz_flat, transpose_a=True), dtype)
+            d_stacked = _matmul(inputs, dz_flat, low_dtype, dtype, transpose_a=True)
             d_kernel, d_recurrent = tf.split(d_stacked, [tf.shape(kernel)[0], -1], 0)
-            d_x = tf.cast(tf.matmul(dz_flat, low_kernel, transpose_b=True), dtype)
-            d_x = tf.reshape(d_x, tf.shape(x_tm))
+            d_x = tf.reshape(_matmul(dz_flat, low_kernel, low_dtype, dtype, transpose_b=True), tf.shape(x_tm))
             return d_x, d_kernel, d_bias, d_recurrent, dh0, dc0
 
         return (outputs, h_last, c_last), grad
 
-    return scan(*(tf.convert_to_tensor(v) for v in (x_tm, kernel, bias, recurrent_kernel, h0, c0)))
+    return scan(x_tm, kernel, bias, recurrent_kernel, h0, c0)

@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from seqkit.core.cells import CELLS, Cell, LSTMCell, make_cell
-from seqkit.core.fused import bf16_active, lstm_scan
+from seqkit.core.fused import lstm_scan, split_active
 from seqkit.errors import SeqkitError
 
 INFERENCE_UNROLL_STEPS = 128  # inference unrolls sequences up to this length (see `run`)
@@ -41,10 +41,10 @@ def _scan(
         recurrent = cell.recurrent_kernel if recurrent_kernel is None else recurrent_kernel
         outputs, h, c = lstm_scan(x_tm, cell.kernel, cell.bias, recurrent, *states, weights)
         return (tf.transpose(outputs, [1, 0, 2]) if return_sequences else None), (h, c)
-    if bf16_active():
+    if split_active():
         # Its loop would run uncompiled: autodiff cannot cross into a separate XLA program.
         raise SeqkitError(
-            f"bf16 weight gradients are for the fused LSTM's backward pass, which a {type(cell).__name__} "
+            f"Native kernels and bf16 weight gradients are for the fused LSTM, which a {type(cell).__name__} "
             "(or an unfused or unrolled LSTM) does not run: train it without them."
         )
     xp = cell.project(x)
@@ -153,7 +153,7 @@ class SequenceEncoder(keras.layers.Layer):
 
     @property
     def trains_fused(self) -> bool:
-        """Whether training runs the fused LSTM scan (the only path with bf16 weight gradients)."""
+        """Whether training runs the fused LSTM scan (the only path with native kernels and bf16 weight gradients)."""
         return self.fused and not self.unroll and self.cell == "lstm"
 
     @property

@@ -38,7 +38,8 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from seqkit.core.fused import bf16_weight_gradients, cpu_has_bf16
+from seqkit.core import native
+from seqkit.core.fused import cpu_has_bf16, split_step
 from seqkit.core.recurrent import SequenceEncoder
 from seqkit.distribute import is_chief, is_multi_worker
 from seqkit.errors import SeqkitError
@@ -65,6 +66,11 @@ class TrainConfig:
             smooth the noise of a high learning rate, so the model evaluated and kept can
             be better than the last step's.
         jit_compile: compile the forward and backward pass with XLA.
+        native_kernels: run the LSTM layers' forward and backward loops as seqkit's C++
+            kernels (built for this machine on first use with its C++ compiler; see
+            ``seqkit.core.native``) instead of XLA loops; the rest of the step then runs
+            as TensorFlow ops. None: on when every recurrent layer runs the fused LSTM, no
+            GPU is visible and the kernels build (``Trainer.native_kernels`` tells).
         bf16_gradients: compute the LSTM layers' weight and input gradients (the large
             matmuls over all time steps after the backward loop) from bfloat16 values,
             summed in float32, outside XLA, where oneDNN uses the CPU's bf16 dot products;
@@ -83,6 +89,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     ema: float = 0.0
     jit_compile: bool = True
+    native_kernels: bool | None = None
     bf16_gradients: bool | None = False
 
     def __post_init__(self) -> None:
@@ -145,9 +152,11 @@ class Record:
         return {**asdict(self), "samples_per_sec": self.samples_per_sec}
 
 
-def _use_bf16_gradients(model: keras.Model, setting: bool | None) -> bool:
-    """Resolve ``TrainConfig.bf16_gradients`` for ``model``: None (auto) is on where it pays,
-    True is refused (before any step) for recurrent layers that cannot use it."""
+def _resolve_split(model: keras.Model, setting: bool | None, what: str, pays: Callable[[], bool]) -> bool:
+    """Resolve a setting of the fused LSTM's split step (``native_kernels``,
+    ``bf16_gradients``) for ``model``: None (auto) is on where ``pays()`` and every recurrent
+    layer runs the fused LSTM on a CPU; True is refused (before any step) for recurrent
+    layers that cannot use it."""
     pending, encoders = [model], []
     while pending:
         layer = pending.pop()
@@ -157,12 +166,9 @@ def _use_bf16_gradients(model: keras.Model, setting: bool | None) -> bool:
             pending.extend(layer.layers)
     others = [f"{e.name} ({e.cell})" for e in encoders if not e.trains_fused]
     if setting is None:
-        return bool(encoders) and not others and cpu_has_bf16() and not tf.config.list_logical_devices("GPU")
+        return bool(encoders) and not others and not tf.config.list_logical_devices("GPU") and pays()
     if setting and others:
-        raise SeqkitError(
-            f"bf16 weight gradients are for the fused LSTM's backward pass, which {', '.join(others)} "
-            "does not run: train without them."
-        )
+        raise SeqkitError(f"{what} are for the fused LSTM, which {', '.join(others)} does not run: train without them.")
     return setting
 
 
@@ -198,7 +204,10 @@ class Trainer:
         self.unit, self.eval_name = unit, eval_name
         with self.strategy.scope():
             self.model = build_model()
-            self.bf16_gradients = _use_bf16_gradients(self.model, config.bf16_gradients)
+            self.native_kernels = _resolve_split(self.model, config.native_kernels, "Native kernels", native.available)
+            if self.native_kernels:
+                native.kernels()  # the build's error, if any, before the first step
+            self.bf16_gradients = _resolve_split(self.model, config.bf16_gradients, "bf16 weight gradients", cpu_has_bf16)
             self.optimizer = make_optimizer(config)
             self.optimizer.build(self.model.trainable_variables)
             self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
@@ -225,9 +234,9 @@ class Trainer:
                 )
         # No AutoGraph: the code has no tensor-dependent Python control flow to convert.
         compiled = dict(reduce_retracing=True, autograph=False)
-        # With bf16 weight gradients the step is not one XLA program: its LSTM loops are
-        # compiled on their own and the weight-gradient matmuls run outside XLA (fused.py).
-        jit = config.jit_compile and not self.bf16_gradients
+        # With native kernels or bf16 weight gradients the step is not one XLA program: its
+        # LSTM loops run on their own and the weight-gradient matmuls outside XLA (fused.py).
+        jit = config.jit_compile and not (self.native_kernels or self.bf16_gradients)
         self._grads = tf.function(self._loss_and_grads, jit_compile=jit, **compiled)
         self._forward = tf.function(self._eval_sums, jit_compile=config.jit_compile, **compiled)
         self._train_step = tf.function(self._distributed_train_step, **compiled)
@@ -237,6 +246,12 @@ class Trainer:
     def step(self) -> int:
         """Optimizer steps taken so far (restored with a checkpoint)."""
         return int(self.optimizer.iterations.numpy())
+
+    @property
+    def step_notes(self) -> str:
+        """What the training step runs beyond the default, for a run's start line."""
+        notes = ["native LSTM kernels"] * self.native_kernels + ["bf16 weight gradients"] * self.bf16_gradients
+        return "".join(f"; {note}" for note in notes)
 
     def _weights(self) -> list[tf.Variable]:
         """The trainable weights as TF variables (what the moving average tracks)."""
@@ -343,7 +358,7 @@ class Trainer:
 
     # -- one replica ---------------------------------------------------------------------------
     def _loss_and_grads(self, x, y):
-        with bf16_weight_gradients(self.bf16_gradients):
+        with split_step(native=self.native_kernels, bf16=self.bf16_gradients):
             with tf.GradientTape() as tape:
                 logits = self.model(x, training=True)
                 loss, hits = sparse_loss_and_hits(y, logits)

@@ -160,7 +160,7 @@ def _run(config: BenchConfig, data_dir: str | None, verbose: bool, strategy) -> 
         print(
             f"MNIST bench, profile {config.profile}: {config.model.layers} x {config.model.cell} "
             f"{config.model.units}, {len(images):,} training images, {config.train.epochs} "
-            f"epoch(s) of {steps_per_epoch} steps, batch {config.batch_size}",
+            f"epoch(s) of {steps_per_epoch} steps, batch {config.batch_size}{trainer.step_notes}",
             flush=True,
         )
     history = trainer.fit(train_ds, evaluation=test_ds, verbose=verbose)

@@ -200,7 +200,7 @@ def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: st
             f"{steps_per_epoch} steps per epoch, "
             + (f"{trainer.total_steps} in all" if trainer.total_steps is not None else "as many as fit")
             + (f", at most {config.max_time:g} s" if config.max_time else "")
-            + ("; bf16 weight gradients" if trainer.bf16_gradients else ""),
+            + trainer.step_notes,
             flush=True,
         )
 

@@ -1,0 +1,286 @@
+// The fused LSTM's two loops (forward, and backward through time) as TensorFlow CPU ops.
+//
+// Under XLA each loop iteration is ten or so small ops, each dispatched on its own and
+// handed between the cores; on a small model (row-MNIST, 1 x 128) that dispatch, not the
+// arithmetic, is most of a training step. Here the batch is split once into one block of
+// rows per thread and each thread runs every time step of its rows on its own: rows of a
+// batch never meet in a recurrence, so the threads need no synchronization until the end.
+// A step is one single-threaded Eigen matmul (h @ R) and the gate arithmetic, vectorized.
+//
+// Shapes: T steps, B rows, U units, gates in the order i, f, g, o (as seqkit's LSTMCell).
+// The input projection x @ W + b and the large matmuls of the backward pass (the kernels'
+// and the input's gradients, over all steps at once) are left to TensorFlow, outside these
+// ops: oneDNN runs them multi-threaded, in bf16 where asked (seqkit/core/fused.py).
+
+#include <algorithm>
+#include <vector>
+
+#include "Eigen/Core"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace seqkit {
+
+using tensorflow::DEVICE_CPU;
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::shape_inference::InferenceContext;
+using tensorflow::shape_inference::ShapeHandle;
+
+using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MatrixMap = Eigen::Map<Matrix>;
+using ConstMatrixMap = Eigen::Map<const Matrix>;
+using ArrayMap = Eigen::Map<Eigen::ArrayXf>;
+using ConstArrayMap = Eigen::Map<const Eigen::ArrayXf>;
+
+// How many blocks the batch's rows are split into: one per worker thread.
+int64_t RowBlocks(OpKernelContext* ctx, int64_t rows) {
+  const int threads = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
+  return std::max<int64_t>(1, std::min<int64_t>(threads, rows));
+}
+
+// Runs fn(block, first_row, end_row) for each of `blocks` blocks of rows, in parallel.
+template <typename Fn>
+void ForRowBlocks(OpKernelContext* ctx, int64_t rows, int64_t blocks, Fn fn) {
+  const int64_t per_block = (rows + blocks - 1) / blocks;
+  auto run = [&](int64_t b) { fn(b, std::min(rows, b * per_block), std::min(rows, (b + 1) * per_block)); };
+  if (blocks == 1) {
+    run(0);
+    return;
+  }
+  // A cost far above any split threshold makes each block its own task.
+  ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
+      blocks, 1 << 30, [&](int64_t first, int64_t last) {
+        for (int64_t b = first; b < last; ++b) run(b);
+      });
+}
+
+REGISTER_OP("SeqkitLstmForward")
+    .Input("xp: float")               // [T, B, 4U]: x @ W + b
+    .Input("recurrent_kernel: float")  // [U, 4U]
+    .Input("h0: float")               // [B, U]
+    .Input("c0: float")               // [B, U]
+    .Input("mask: float")             // [T, B]: 1 for a real step, 0 for padding
+    .Output("outputs: float")         // [T, B, U]: h at real steps, 0 at padding
+    .Output("h_last: float")          // [B, U]
+    .Output("c_last: float")          // [B, U]
+    .Output("gates: float")           // [T, B, 4U]: i, f, g, o after their activations
+    .Output("cs: float")              // [T, B, U]: c after each step
+    .Output("h_prev: float")          // [T, B, U]: h before each step
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle state = c->input(2);
+      ShapeHandle steps_rows;
+      TF_RETURN_IF_ERROR(c->Subshape(c->input(0), 0, 2, &steps_rows));
+      ShapeHandle units;
+      TF_RETURN_IF_ERROR(c->Subshape(state, 1, 2, &units));
+      ShapeHandle sequence;
+      TF_RETURN_IF_ERROR(c->Concatenate(steps_rows, units, &sequence));
+      c->set_output(0, sequence);
+      c->set_output(1, state);
+      c->set_output(2, state);
+      c->set_output(3, c->input(0));
+      c->set_output(4, sequence);
+      c->set_output(5, sequence);
+      return absl::OkStatus();
+    });
+
+class LstmForward : public OpKernel {
+ public:
+  explicit LstmForward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& xp = ctx->input(0);
+    const Tensor& recurrent = ctx->input(1);
+    const Tensor& h0 = ctx->input(2);
+    const Tensor& c0 = ctx->input(3);
+    const Tensor& mask = ctx->input(4);
+    OP_REQUIRES(ctx, xp.dims() == 3 && recurrent.dims() == 2 && h0.dims() == 2 && c0.dims() == 2 && mask.dims() == 2,
+                absl::InvalidArgumentError("SeqkitLstmForward: xp [T,B,4U], R [U,4U], h0, c0 [B,U], mask [T,B]"));
+    const int64_t steps = xp.dim_size(0), rows = xp.dim_size(1), units = h0.dim_size(1);
+    OP_REQUIRES(ctx,
+                xp.dim_size(2) == 4 * units && recurrent.dim_size(0) == units && recurrent.dim_size(1) == 4 * units &&
+                    h0.dim_size(0) == rows && c0.shape() == h0.shape() && mask.dim_size(0) == steps &&
+                    mask.dim_size(1) == rows,
+                absl::InvalidArgumentError("SeqkitLstmForward: inconsistent shapes"));
+    const TensorShape state_shape({rows, units}), seq_shape({steps, rows, units});
+    Tensor *outputs, *h_last, *c_last, *gates, *cs, *h_prev;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, seq_shape, &outputs));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, state_shape, &h_last));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, state_shape, &c_last));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, xp.shape(), &gates));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, seq_shape, &cs));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, seq_shape, &h_prev));
+
+    const float* xp_data = xp.flat<float>().data();
+    const float* m_data = mask.flat<float>().data();
+    ConstMatrixMap r(recurrent.flat<float>().data(), units, 4 * units);
+    const float* h0_data = h0.flat<float>().data();
+    const float* c0_data = c0.flat<float>().data();
+    float* out_data = outputs->flat<float>().data();
+    float* gate_data = gates->flat<float>().data();
+    float* cs_data = cs->flat<float>().data();
+    float* h_prev_data = h_prev->flat<float>().data();
+    float* h_last_data = h_last->flat<float>().data();
+    float* c_last_data = c_last->flat<float>().data();
+    const int64_t g4 = 4 * units;
+
+    ForRowBlocks(ctx, rows, RowBlocks(ctx, rows), [&](int64_t, int64_t first, int64_t end) {
+      const int64_t n = end - first;
+      Matrix h = ConstMatrixMap(h0_data + first * units, n, units);
+      Matrix c = ConstMatrixMap(c0_data + first * units, n, units);
+      Eigen::ArrayXf c_new(units), h_new(units);
+      for (int64_t t = 0; t < steps; ++t) {
+        const int64_t seq_at = (t * rows + first) * units;
+        MatrixMap(h_prev_data + seq_at, n, units) = h;
+        MatrixMap z(gate_data + (t * rows + first) * g4, n, g4);
+        z = ConstMatrixMap(xp_data + (t * rows + first) * g4, n, g4);
+        z.noalias() += h * r;
+        for (int64_t b = 0; b < n; ++b) {
+          float* zb = z.row(b).data();
+          ArrayMap i(zb, units), f(zb + units, units), g(zb + 2 * units, units), o(zb + 3 * units, units);
+          i = i.logistic();
+          f = f.logistic();
+          g = g.tanh();
+          o = o.logistic();
+          auto c_row = c.row(b).array();
+          auto h_row = h.row(b).array();
+          c_new = f * c_row.transpose() + i * g;
+          h_new = o * c_new.tanh();
+          const float m = m_data[t * rows + first + b];
+          ArrayMap out(out_data + seq_at + b * units, units);
+          if (m == 1.0f) {
+            c_row = c_new.transpose();
+            h_row = h_new.transpose();
+            out = h_new;
+          } else {
+            c_row = m * c_new.transpose() + (1.0f - m) * c_row;
+            h_row = m * h_new.transpose() + (1.0f - m) * h_row;
+            out = m * h_new;
+          }
+        }
+        MatrixMap(cs_data + seq_at, n, units) = c;
+      }
+      MatrixMap(h_last_data + first * units, n, units) = h;
+      MatrixMap(c_last_data + first * units, n, units) = c;
+    });
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("SeqkitLstmForward").Device(DEVICE_CPU), LstmForward);
+
+REGISTER_OP("SeqkitLstmBackward")
+    .Input("recurrent_kernel: float")  // [U, 4U]
+    .Input("c0: float")               // [B, U]
+    .Input("mask: float")             // [T, B]
+    .Input("gates: float")            // [T, B, 4U] from the forward op
+    .Input("cs: float")               // [T, B, U] from the forward op
+    .Input("d_outputs: float")        // [T, B, U]
+    .Input("d_h_last: float")         // [B, U]
+    .Input("d_c_last: float")         // [B, U]
+    .Output("dz: float")              // [T, B, 4U]: the gradient of the gate pre-activations
+    .Output("d_h0: float")            // [B, U]
+    .Output("d_c0: float")            // [B, U]
+    .Output("d_bias: float")          // [4U]
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(3));
+      c->set_output(1, c->input(1));
+      c->set_output(2, c->input(1));
+      c->set_output(3, c->Vector(c->Dim(c->input(0), 1)));
+      return absl::OkStatus();
+    });
+
+class LstmBackward : public OpKernel {
+ public:
+  explicit LstmBackward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& recurrent = ctx->input(0);
+    const Tensor& c0 = ctx->input(1);
+    const Tensor& mask = ctx->input(2);
+    const Tensor& gates = ctx->input(3);
+    const Tensor& cs = ctx->input(4);
+    const Tensor& d_out = ctx->input(5);
+    const Tensor& d_h_last = ctx->input(6);
+    const Tensor& d_c_last = ctx->input(7);
+    OP_REQUIRES(ctx, gates.dims() == 3 && recurrent.dims() == 2 && c0.dims() == 2 && mask.dims() == 2,
+                absl::InvalidArgumentError("SeqkitLstmBackward: gates [T,B,4U], R [U,4U], c0 [B,U], mask [T,B]"));
+    const int64_t steps = gates.dim_size(0), rows = gates.dim_size(1), units = c0.dim_size(1);
+    const TensorShape state_shape({rows, units}), seq_shape({steps, rows, units});
+    OP_REQUIRES(ctx,
+                gates.dim_size(2) == 4 * units && recurrent.dim_size(0) == units &&
+                    recurrent.dim_size(1) == 4 * units && c0.dim_size(0) == rows && cs.shape() == seq_shape &&
+                    d_out.shape() == seq_shape && d_h_last.shape() == state_shape &&
+                    d_c_last.shape() == state_shape && mask.dim_size(0) == steps && mask.dim_size(1) == rows,
+                absl::InvalidArgumentError("SeqkitLstmBackward: inconsistent shapes"));
+    Tensor *dz, *d_h0, *d_c0, *d_bias;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, gates.shape(), &dz));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, state_shape, &d_h0));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, state_shape, &d_c0));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({4 * units}), &d_bias));
+
+    ConstMatrixMap r(recurrent.flat<float>().data(), units, 4 * units);
+    const float* c0_data = c0.flat<float>().data();
+    const float* m_data = mask.flat<float>().data();
+    const float* gate_data = gates.flat<float>().data();
+    const float* cs_data = cs.flat<float>().data();
+    const float* d_out_data = d_out.flat<float>().data();
+    const float* dh_last_data = d_h_last.flat<float>().data();
+    const float* dc_last_data = d_c_last.flat<float>().data();
+    float* dz_data = dz->flat<float>().data();
+    float* dh0_data = d_h0->flat<float>().data();
+    float* dc0_data = d_c0->flat<float>().data();
+    const int64_t g4 = 4 * units;
+
+    // Each block sums its rows' share of the bias gradient while its dz is in cache.
+    const int64_t blocks = RowBlocks(ctx, rows);
+    std::vector<Eigen::RowVectorXf> bias_shares(blocks, Eigen::RowVectorXf::Zero(g4));
+    ForRowBlocks(ctx, rows, blocks, [&](int64_t block, int64_t first, int64_t end) {
+      const int64_t n = end - first;
+      Matrix dh = ConstMatrixMap(dh_last_data + first * units, n, units);
+      Matrix dc = ConstMatrixMap(dc_last_data + first * units, n, units);
+      Eigen::ArrayXf tanh_c(units), dh_new(units), dc_new(units);
+      for (int64_t t = steps - 1; t >= 0; --t) {
+        const int64_t seq_at = (t * rows + first) * units;
+        MatrixMap dz_t(dz_data + (t * rows + first) * g4, n, g4);
+        for (int64_t b = 0; b < n; ++b) {
+          const float* gb = gate_data + (t * rows + first + b) * g4;
+          ConstArrayMap i(gb, units), f(gb + units, units), g(gb + 2 * units, units), o(gb + 3 * units, units);
+          ConstArrayMap c_t(cs_data + seq_at + b * units, units);
+          ConstArrayMap c_prev(t > 0 ? cs_data + seq_at - rows * units + b * units : c0_data + (first + b) * units,
+                               units);
+          ConstArrayMap d_out_t(d_out_data + seq_at + b * units, units);
+          const float m = m_data[t * rows + first + b];
+          auto dh_row = dh.row(b).array();
+          auto dc_row = dc.row(b).array();
+          tanh_c = c_t.tanh();
+          dh_new = m * (dh_row.transpose() + d_out_t);
+          dc_new = m * dc_row.transpose() + dh_new * o * (1.0f - tanh_c * tanh_c);
+          float* zb = dz_t.row(b).data();
+          ArrayMap(zb, units) = dc_new * g * i * (1.0f - i);
+          ArrayMap(zb + units, units) = dc_new * c_prev * f * (1.0f - f);
+          ArrayMap(zb + 2 * units, units) = dc_new * i * (1.0f - g * g);
+          ArrayMap(zb + 3 * units, units) = dh_new * tanh_c * o * (1.0f - o);
+          // What does not flow through the matmul below: the state kept across padding,
+          // and the cell's own path (dc_prev = dc_new * f).
+          dh_row = (1.0f - m) * dh_row;
+          dc_row = (1.0f - m) * dc_row + (dc_new * f).transpose();
+        }
+        dh.noalias() += dz_t * r.transpose();
+        bias_shares[block] += dz_t.colwise().sum();
+      }
+      MatrixMap(dh0_data + first * units, n, units) = dh;
+      MatrixMap(dc0_data + first * units, n, units) = dc;
+    });
+    Eigen::Map<Eigen::RowVectorXf> d_b(d_bias->flat<float>().data(), g4);
+    d_b = bias_shares[0];
+    for (int64_t block = 1; block < blocks; ++block) d_b += bias_shares[block];
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("SeqkitLstmBackward").Device(DEVICE_CPU), LstmBackward);
+
+}  // namespace seqkit
