@@ -181,6 +181,10 @@ def main() -> None:
         variants["seqkit fused, bf16 weight gradients"] = seqkit_variant(args, bf16_gradients=True, **xla)
     if args.native_kernels:
         variants["seqkit fused, native kernels"] = seqkit_variant(args, native_kernels=True)
+    if args.native_kernels and args.bf16_gradients:
+        variants["seqkit fused, native kernels, bf16 weight gradients"] = seqkit_variant(
+            args, native_kernels=True, bf16_gradients=True
+        )
     figures = alternate(variants, args.batch_size * predictions_per_example(args), args.steps, args.windows)
     reference = figures["keras LSTM, model.fit"]["median"]
     unit = "images/s" if args.workload == "mnist" else "chars/s"
