@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from seqkit.core import native as kernel_library
 from seqkit.errors import SeqkitError
 
 
@@ -56,11 +57,7 @@ def split_step(native: bool = False, bf16: bool = False):
 
 def cpu_has_bf16() -> bool:
     """Whether this (Linux) machine's CPU has bf16 dot-product instructions."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            flags = next((line.split() for line in info if line.startswith("flags")), [])
-    except OSError:
-        return False
+    flags = kernel_library.cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
@@ -106,11 +103,9 @@ def _matmul(a, b, low, dtype, **kwargs):
 
 
 def _native_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low):
-    from seqkit.core.native import kernels  # builds the library on first use
-
-    ops = kernels()
     if x_tm.dtype != tf.float32:
         raise SeqkitError(f"seqkit's native LSTM kernels are float32; this model computes in {x_tm.dtype.name}.")
+    ops = kernel_library.kernels()  # builds the library on first use
     low = low or tf.float32
     mask = tf.reshape(mask_tm, tf.shape(mask_tm)[:2])
 

@@ -27,12 +27,13 @@ SOURCE = Path(__file__).with_name("lstm_kernel.cc")
 BUILD_TIMEOUT_S = 600
 
 
-def _cpu_flags() -> str:
+def cpu_flags() -> list[str]:
+    """This (Linux) machine's CPU feature flags from /proc/cpuinfo; empty where unreadable."""
     try:
         with open("/proc/cpuinfo") as info:
-            return next((line for line in info if line.startswith("flags")), "")
+            return next((line.split() for line in info if line.startswith("flags")), [])
     except OSError:
-        return platform.processor()
+        return []
 
 
 def _build_command(compiler: str, output: Path) -> list[str]:
@@ -74,7 +75,8 @@ def _build_and_load():
         raise SeqkitError(f"Cannot run the C++ compiler {compiler} ({err}): train without native kernels.") from None
     key = hashlib.sha256(
         "\0".join(
-            [SOURCE.read_text(), tf.__version__, version, " ".join(_build_command(compiler, Path("."))), _cpu_flags()]
+            [SOURCE.read_text(), tf.__version__, version, " ".join(_build_command(compiler, Path("."))),
+             " ".join(cpu_flags()) or platform.processor()]
         ).encode()
     ).hexdigest()[:16]
     library = user_cache_dir() / "kernels" / f"lstm-{key}.so"
