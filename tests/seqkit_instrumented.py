@@ -1,9 +1,11 @@
 """Run the `seqkit` command instrumented, for the kill-and-resume and multi-worker tests.
 
-    python seqkit_instrumented.py [--step-delay SECONDS] [--die-in-save N]
-                                  [--dump-weights FILE.npz] -- SEQKIT ARGS...
+    python seqkit_instrumented.py [--step-delay SECONDS] [--interrupt-after N]
+                                  [--die-in-save N] [--dump-weights FILE.npz] -- SEQKIT ARGS...
 
 --step-delay slows every training step so that a test can send a signal mid-training;
+--interrupt-after sends the process a real SIGINT (Ctrl-C) as its Nth training step returns,
+so that where it lands does not depend on how busy the machine is;
 --die-in-save makes the process SIGKILL itself half-way through writing its Nth periodic
 checkpoint: the checkpoint's files are on disk, one of them truncated, and the folder's
 ``checkpoint`` index has not been updated yet; --dump-weights saves the weights this
@@ -26,17 +28,22 @@ def main() -> None:
     from seqkit.core.train import Trainer
 
     delay = float(options.get("--step-delay", 0))
+    interrupt_after = int(options.get("--interrupt-after", 0))
     die_in_save = int(options.get("--die-in-save", 0))
     dump = options.get("--dump-weights")
     original_init, original_fit, saves = Trainer.__init__, Trainer.fit, []
 
     def init(self, *a, **k):
         original_init(self, *a, **k)
-        train_step = self._train_step
+        train_step, steps = self._train_step, []
 
         def slow_step(*args):
             time.sleep(delay)
-            return train_step(*args)
+            result = train_step(*args)
+            steps.append(None)
+            if len(steps) == interrupt_after:
+                os.kill(os.getpid(), signal.SIGINT)
+            return result
 
         self._train_step = slow_step
 
