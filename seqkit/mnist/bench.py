@@ -60,7 +60,7 @@ PROFILES: dict[str, BenchConfig] = {
     ),
     "default": BenchConfig(
         profile="default",
-        model=ClassifierConfig(cell="lstm", layers=2, units=128, dropout=0.2),
+        model=ClassifierConfig(cell="lstm", layers=2, units=256, dropout=0.3),
         train=TrainConfig(epochs=11, lr=2e-3, schedule="cosine", warmup_steps=100, clip=5.0),
         batch_size=128,
         accuracy_tolerance=0.003,
