@@ -237,18 +237,15 @@ def test_fused_lstm_matches_autodiff_values_and_gradients(return_sequences, mask
 SPLITS = [{"native": True}, {"bf16": True}, {"native": True, "bf16": True}]
 
 
-@pytest.mark.parametrize("graph", [False, True])
-@pytest.mark.parametrize("split", SPLITS, ids=["native", "bf16", "native+bf16"])
-def test_split_steps_match_the_inlined_scan(graph, split, monkeypatch):
-    """Native kernels compute what the XLA loops do; bf16 weight gradients (the large
-    matmuls after the backward loop from bf16 values, float32 sums) come within 1%. The
-    outputs stay exact either way, padding included."""
+def _split_grads_and_scan_grads(split, graph, monkeypatch, batch=3, steps=6, units=5, layers=2):
+    """Outputs and gradients with `split` and with the inlined XLA scan, and whether the
+    native kernels were built."""
     built = []
     monkeypatch.setattr(native, "kernels", lambda: built.append(1) or native._load())
-    x = tf.constant(_random(3, 6, 4))
-    enc = SequenceEncoder(5, layers=2, return_sequences=True, return_state=True)
+    x = tf.constant(_random(batch, steps, 4))
+    enc = SequenceEncoder(units, layers=layers, return_sequences=True, return_state=True)
     enc(x)
-    lengths = tf.constant([6, 2, 4])
+    lengths = tf.constant([steps - 2 * i % steps for i in range(batch)])  # padded rows among them
     upstream = [tf.constant(_random(*t.shape)) for t in enc(x, lengths=lengths)]
 
     def loss_and_grads(options):
@@ -260,16 +257,39 @@ def test_split_steps_match_the_inlined_scan(graph, split, monkeypatch):
             return results, tape.gradient(loss, [x, *enc.trainable_variables])
 
     run = tf.function(loss_and_grads, autograph=False) if graph else loss_and_grads
-    (ours, our_grads), (ref, ref_grads) = run(split), loss_and_grads({})
+    return run(split), loss_and_grads({}), bool(built)
+
+
+def _assert_close(ours, ref, tolerance):
     for a, b in zip(ours, ref):
-        np.testing.assert_allclose(a, b, atol=1e-5)
-    tolerance = 1e-2 if split.get("bf16") else 1e-5
-    for a, b in zip(our_grads, ref_grads):
         np.testing.assert_allclose(a, b, atol=tolerance * float(tf.reduce_max(tf.abs(b))))
-    assert bool(built) == bool(split.get("native"))
+
+
+@pytest.mark.parametrize("graph", [False, True])
+@pytest.mark.parametrize("split", SPLITS, ids=["native", "bf16", "native+bf16"])
+def test_split_steps_match_the_inlined_scan(graph, split, monkeypatch):
+    """Native kernels compute what the XLA loops do; bf16 weight gradients (the large
+    matmuls after the backward loop from bf16 values, float32 sums) come within 1%. The
+    outputs stay exact either way, padding included."""
+    (ours, our_grads), (ref, ref_grads), built = _split_grads_and_scan_grads(split, graph, monkeypatch)
+    _assert_close(ours, ref, 1e-5)
+    _assert_close(our_grads, ref_grads, 1e-2 if split.get("bf16") else 1e-5)
+    assert built == bool(split.get("native"))
     if split.get("bf16"):
         kernel = 1  # x's gradient comes first
         assert not np.array_equal(our_grads[kernel], ref_grads[kernel])  # the bf16 path was taken
+
+
+def test_native_kernels_match_the_scan_when_the_recurrent_kernel_is_packed_in_several_panels(monkeypatch):
+    """At 520 units the recurrent kernel, packed once per op, is cut along its depth into
+    cache-sized panels (2 forward, 6 backward on a 2-core x86 machine) and the batch into
+    one row block per thread: every panel edge must line up."""
+    (ours, our_grads), (ref, ref_grads), built = _split_grads_and_scan_grads(
+        {"native": True}, False, monkeypatch, batch=7, steps=3, units=520, layers=1
+    )
+    assert built
+    _assert_close(ours, ref, 1e-5)
+    _assert_close(our_grads, ref_grads, 1e-5)
 
 
 @pytest.mark.parametrize("split", SPLITS[:2], ids=["native", "bf16"])

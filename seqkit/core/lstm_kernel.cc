@@ -5,7 +5,8 @@
 // arithmetic, is most of a training step. Here the batch is split once into one block of
 // rows per thread and each thread runs every time step of its rows on its own: rows of a
 // batch never meet in a recurrence, so the threads need no synchronization until the end.
-// A step is one single-threaded Eigen matmul (h @ R) and the gate arithmetic, vectorized.
+// A step is one single-threaded matmul (h @ R, R packed once per op) and the gate
+// arithmetic, vectorized.
 //
 // Shapes: T steps, B rows, U units, gates in the order i, f, g, o (as seqkit's LSTMCell).
 // The input projection x @ W + b and the large matmuls of the backward pass (the kernels'
@@ -37,32 +38,75 @@ using ConstMatrixMap = Eigen::Map<const Matrix>;
 using ArrayMap = Eigen::Map<Eigen::ArrayXf>;
 using ConstArrayMap = Eigen::Map<const Eigen::ArrayXf>;
 
-// out += lhs @ rhs for one shape, called once per time step: lhs is row-major [rows, depth],
-// rhs is [depth, cols] stored in RhsOrder, out is row-major [rows, cols]. Eigen's own
-// `out.noalias() += lhs * rhs` allocates its packing buffers on every call, and for a wide
-// layer (2 MiB at 512 units) glibc serves a worker thread that size as a fresh mapping,
-// unmapped again on free: on a 2 x 512 model that was ~300,000 page faults a second and
-// half of the training time. This keeps one set of buffers for the whole loop (Eigen's
-// internal GEMM entry point, the one its operator* calls).
-template <int RhsOrder>
-class StepProduct {
+namespace ei = Eigen::internal;
+
+// out += A @ x, A [m, k] being the recurrent kernel (fixed for the whole op, stored in
+// AOrder) and x [k, n] one step's rows (column-major; out [m, n] too: h^T and z^T are the
+// row-major h and z). Eigen's `z.noalias() += h * R` repacks R into cache-sized panels on
+// every call (4 MiB at 512 units, once per step and thread) and allocates its buffers per
+// call, which glibc served on worker threads as fresh mmaps, unmapped on free: on a 2 x 512
+// model that was 340,000 page faults a second and half of the training time. Here A is
+// packed once per op, shared read-only by the threads, and each thread packs only its thin
+// x into a buffer it keeps; the panel loops and kernel are Eigen's own (GeneralMatrixMatrix.h).
+template <int AOrder>
+class PackedRecurrentProduct {
+  using Index = Eigen::Index;
+  using Traits = ei::gebp_traits<float, float>;
+  using AMapper = ei::const_blas_data_mapper<float, Index, AOrder>;
+  using XMapper = ei::const_blas_data_mapper<float, Index, Eigen::ColMajor>;
+  using OutMapper = ei::blas_data_mapper<float, Index, Eigen::ColMajor, Eigen::Unaligned, 1>;
+  static constexpr Index kAlign = 16;  // floats: each packed panel starts 64-byte aligned
+
  public:
-  StepProduct(int64_t rows, int64_t cols, int64_t depth, int64_t rhs_stride)
-      : rows_(rows), cols_(cols), depth_(depth), rhs_stride_(rhs_stride), blocking_(rows, cols, depth, 1, true) {
-    blocking_.allocateAll();
+  // Packs a [m, k] (leading dimension a_stride) for products with up to max_n columns.
+  PackedRecurrentProduct(const float* a, Index m, Index k, Index a_stride, Index max_n)
+      : m_(m), k_(k), kc_(k), mc_(m), nc_(max_n) {
+    ei::computeProductBlockingSizes<float, float, 1>(kc_, mc_, nc_, Index{1});
+    Index total = 0;
+    for (Index i = 0; i < m_; i += mc_)
+      for (Index d = 0; d < k_; d += kc_) {
+        offsets_.push_back(total);
+        total += (std::min(mc_, m_ - i) * std::min(kc_, k_ - d) + kAlign - 1) / kAlign * kAlign;
+      }
+    packed_.resize(total);
+    ei::gemm_pack_lhs<float, Index, AMapper, Traits::mr, Traits::LhsProgress, typename Traits::LhsPacket4Packing,
+                      AOrder>
+        pack;
+    const AMapper a_map(a, a_stride);
+    std::size_t panel = 0;
+    for (Index i = 0; i < m_; i += mc_)
+      for (Index d = 0; d < k_; d += kc_)
+        pack(packed_.data() + offsets_[panel++], a_map.getSubMapper(i, d), std::min(kc_, k_ - d),
+             std::min(mc_, m_ - i));
   }
 
-  void AddTo(const float* lhs, const float* rhs, float* out) {
-    Eigen::internal::general_matrix_matrix_product<Eigen::Index, float, Eigen::RowMajor, false, float, RhsOrder,
-                                                   false, Eigen::RowMajor, 1>::run(rows_, cols_, depth_, lhs, depth_,
-                                                                                   rhs, rhs_stride_, out, 1, cols_,
-                                                                                   1.0f, blocking_);
+  // A thread's buffer for its packed x.
+  Eigen::VectorXf Workspace() const { return Eigen::VectorXf(kc_ * nc_); }
+
+  // out += A @ x for x [k, n] (leading dimension k) and out [m, n] (leading dimension m).
+  void AddTo(const float* x, Index n, float* out, Eigen::VectorXf& workspace) const {
+    ei::gemm_pack_rhs<float, Index, XMapper, Traits::nr, Eigen::ColMajor> pack_x;
+    ei::gebp_kernel<float, float, Index, OutMapper, Traits::mr, Traits::nr, false, false> gebp;
+    const XMapper x_map(x, k_);
+    const OutMapper out_map(out, m_, 1);
+    const Index panels_per_row = (k_ + kc_ - 1) / kc_;
+    for (Index j = 0; j < n; j += nc_) {
+      const Index nc = std::min(nc_, n - j);
+      for (Index d = 0, kp = 0; d < k_; d += kc_, ++kp) {
+        const Index kc = std::min(kc_, k_ - d);
+        pack_x(workspace.data(), x_map.getSubMapper(d, j), kc, nc);
+        for (Index i = 0, ip = 0; i < m_; i += mc_, ++ip)
+          gebp(out_map.getSubMapper(i, j), packed_.data() + offsets_[ip * panels_per_row + kp], workspace.data(),
+               std::min(mc_, m_ - i), kc, nc, 1.0f);
+      }
+    }
   }
 
  private:
-  const Eigen::Index rows_, cols_, depth_, rhs_stride_;
-  Eigen::internal::gemm_blocking_space<Eigen::RowMajor, float, float, Eigen::Dynamic, Eigen::Dynamic, Eigen::Dynamic>
-      blocking_;
+  const Index m_, k_;
+  Index kc_, mc_, nc_;
+  std::vector<Index> offsets_;
+  Eigen::VectorXf packed_;
 };
 
 // How many blocks the batch's rows are split into: one per worker thread.
@@ -149,7 +193,7 @@ class LstmForward : public OpKernel {
 
     const float* xp_data = xp.flat<float>().data();
     const float* m_data = mask.flat<float>().data();
-    ConstMatrixMap r(recurrent.flat<float>().data(), units, 4 * units);
+    const float* r_data = recurrent.flat<float>().data();  // R [U, 4U], row-major
     const float* h0_data = h0.flat<float>().data();
     const float* c0_data = c0.flat<float>().data();
     float* out_data = outputs->flat<float>().data();
@@ -160,18 +204,21 @@ class LstmForward : public OpKernel {
     float* c_last_data = c_last->flat<float>().data();
     const int64_t g4 = 4 * units;
 
-    ForRowBlocks(ctx, rows, RowBlocks(ctx, rows), [&](int64_t, int64_t first, int64_t end) {
+    const int64_t blocks = RowBlocks(ctx, rows);
+    // z^T += R^T @ h^T, R^T [4U, U] being R read column-major.
+    const PackedRecurrentProduct<Eigen::ColMajor> recur(r_data, g4, units, g4, (rows + blocks - 1) / blocks);
+    ForRowBlocks(ctx, rows, blocks, [&](int64_t, int64_t first, int64_t end) {
       const int64_t n = end - first;
       Matrix h = ConstMatrixMap(h0_data + first * units, n, units);
       Matrix c = ConstMatrixMap(c0_data + first * units, n, units);
       Eigen::ArrayXf c_new(units), h_new(units);
-      StepProduct<Eigen::RowMajor> recur(n, g4, units, g4);  // z += h @ R
+      Eigen::VectorXf workspace = recur.Workspace();
       for (int64_t t = 0; t < steps; ++t) {
         const int64_t seq_at = (t * rows + first) * units;
         MatrixMap(h_prev_data + seq_at, n, units) = h;
         MatrixMap z(gate_data + (t * rows + first) * g4, n, g4);
         z = ConstMatrixMap(xp_data + (t * rows + first) * g4, n, g4);
-        recur.AddTo(h.data(), r.data(), z.data());
+        recur.AddTo(h.data(), n, z.data(), workspace);
         for (int64_t b = 0; b < n; ++b) {
           float* zb = z.row(b).data();
           ArrayMap i(zb, units), f(zb + units, units), g(zb + 2 * units, units), o(zb + 3 * units, units);
@@ -255,7 +302,7 @@ class LstmBackward : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, state_shape, &d_c0));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({4 * units}), &d_bias));
 
-    ConstMatrixMap r(recurrent.flat<float>().data(), units, 4 * units);
+    const float* r_data = recurrent.flat<float>().data();  // R [U, 4U], row-major
     const float* c0_data = c0.flat<float>().data();
     const float* m_data = mask.flat<float>().data();
     const float* gate_data = gates.flat<float>().data();
@@ -270,13 +317,15 @@ class LstmBackward : public OpKernel {
 
     // Each block sums its rows' share of the bias gradient while its dz is in cache.
     const int64_t blocks = RowBlocks(ctx, rows);
+    // dh^T += R @ dz^T.
+    const PackedRecurrentProduct<Eigen::RowMajor> back(r_data, units, g4, g4, (rows + blocks - 1) / blocks);
     std::vector<Eigen::RowVectorXf> bias_shares(blocks, Eigen::RowVectorXf::Zero(g4));
     ForRowBlocks(ctx, rows, blocks, [&](int64_t block, int64_t first, int64_t end) {
       const int64_t n = end - first;
       Matrix dh = ConstMatrixMap(dh_last_data + first * units, n, units);
       Matrix dc = ConstMatrixMap(dc_last_data + first * units, n, units);
       Eigen::ArrayXf tanh_c(units), dh_new(units), dc_new(units);
-      StepProduct<Eigen::ColMajor> back(n, units, g4, g4);  // dh += dz @ R^T (R^T: R read column-major)
+      Eigen::VectorXf workspace = back.Workspace();
       for (int64_t t = steps - 1; t >= 0; --t) {
         const int64_t seq_at = (t * rows + first) * units;
         MatrixMap dz_t(dz_data + (t * rows + first) * g4, n, g4);
@@ -303,7 +352,7 @@ class LstmBackward : public OpKernel {
           dh_row = (1.0f - m) * dh_row;
           dc_row = (1.0f - m) * dc_row + (dc_new * f).transpose();
         }
-        back.AddTo(dz_t.data(), r.data(), dh.data());
+        back.AddTo(dz_t.data(), n, dh.data(), workspace);
         bias_shares[block] += dz_t.colwise().sum();
       }
       MatrixMap(dh0_data + first * units, n, units) = dh;
