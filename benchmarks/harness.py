@@ -299,6 +299,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.memory_probe:
         return memory_probe(*args.memory_probe)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # fail before the run, not after it
 
     frameworks = [*SEQKIT_STEPS, "keras fit"] + (["pytorch"] if torch is not None else [])
     report = {
