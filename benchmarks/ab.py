@@ -8,6 +8,9 @@ here: the revision's ``seqkit`` is extracted with ``git archive`` into a tempora
 renamed ``seqkit_<rev>`` (imports and Keras registrations included), both are built on the
 same random data and timed in alternating windows, with plain Keras ``fit`` as a third
 column. ``--infer`` times the evaluation step (inference) instead of the training step.
+Both sides take the API's defaults (native kernels where they build), the flags turn options
+on for the working tree; a revision whose C++ kernels differ from the tree's cannot share
+the process (alternate whole runs instead).
 """
 
 from __future__ import annotations
@@ -36,8 +39,17 @@ def import_revision(rev: str):
                              cwd=Path(__file__).parent.parent).stdout
     tarfile.open(fileobj=io.BytesIO(archive)).extractall(root, filter="data")
     (root / "seqkit").rename(root / name)
+    # TensorFlow refuses a second library that registers the same ops, so a revision with
+    # C++ kernels uses the working tree's, and only where they are the same.
+    kernel = Path("core/lstm_kernel.cc")
+    theirs, ours = root / name / kernel, Path(__file__).parent.parent / "seqkit" / kernel
+    if theirs.is_file() and theirs.read_bytes() != ours.read_bytes():
+        sys.exit(f"ab.py: {rev}'s {kernel} differs from the working tree's, and one process cannot load "
+                 "both: compare them by alternating whole runs.")
     for source in (root / name).rglob("*.py"):
         text = re.sub(r"\b(from|import) seqkit\b", rf"\1 {name}", source.read_text())
+        if theirs.is_file():
+            text = text.replace(f"from {name}.core import native", "from seqkit.core import native")
         source.write_text(text.replace('package="seqkit"', f'package="{name}"'))
     sys.path.insert(0, str(root))
     return importlib.import_module(name)
@@ -58,7 +70,8 @@ def main() -> None:
     parser.add_argument("--native-kernels", action="store_true", help="the working tree's step with native LSTM kernels")
     args = parser.parse_args()
 
-    options = {name: getattr(args, name) for name in ("bf16_gradients", "native_kernels")}  # the tree has both
+    # Only the options that are on: left off, the tree takes the API defaults, as the revision does.
+    options = {name: True for name in ("bf16_gradients", "native_kernels") if getattr(args, name)}
     variants = {
         "working tree": seqkit_variant(args, infer=args.infer, **options),
         args.rev: seqkit_variant(args, package=import_revision(args.rev).__name__, infer=args.infer),
