@@ -10,6 +10,9 @@ plain Keras ``model.fit`` of the same architecture.
 
     python benchmarks/core_speed.py --workload mnist --layers 2 --units 128 --batch-size 128
     python benchmarks/core_speed.py --workload char --layers 2 --units 256 --batch-size 64
+
+``--infer`` times the trainer's evaluation step (inference and loss) instead, with XLA's
+unrolled loop against the native kernels' forward loop, the first as the reference.
 """
 
 from __future__ import annotations
@@ -162,10 +165,33 @@ def main() -> None:
     parser.add_argument("--native-kernels", action="store_true", help="also time the fused step with native LSTM kernels")
     parser.add_argument("--steps", type=int, default=15, help="steps per timing window")
     parser.add_argument("--windows", type=int, default=5, help="timing windows per variant")
+    parser.add_argument("--infer", action="store_true", help="time the evaluation step: XLA against native kernels")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
 
     xla = {"native_kernels": False}  # the XLA loops, not the native kernels that are the default where they build
+    if args.infer:
+        variants = {
+            "seqkit evaluation, XLA": seqkit_variant(args, infer=True, **xla),
+            "seqkit evaluation, native kernels": seqkit_variant(args, infer=True, native_kernels=True),
+        }
+    else:
+        variants = _training_variants(args, xla)
+    figures = alternate(variants, args.batch_size * predictions_per_example(args), args.steps, args.windows)
+    reference_name = next(iter(figures))
+    unit = "images/s" if args.workload == "mnist" else "chars/s"
+    print(f"{args.workload}: {args.layers} x LSTM {args.units}, batch {args.batch_size}, dropout "
+          f"{args.dropout}; median of {args.windows} windows of {args.steps} steps")
+    print(f"| variant | {unit} | vs {reference_name} |\n| --- | --- | --- |")
+    for name, figure in figures.items():
+        figure["ratio"] = figure["median"] / figures[reference_name]["median"]
+        print(f"| {name} | {figure['median']:,.0f} | {figure['ratio']:.2f}x |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "figures": figures}, f, indent=2)
+
+
+def _training_variants(args, xla: dict) -> dict:
     variants = {
         "keras LSTM, model.fit": keras_variant(args),
         "seqkit fused, XLA": seqkit_variant(args, fused=True, jit=True, **xla),
@@ -185,18 +211,7 @@ def main() -> None:
         variants["seqkit fused, native kernels, bf16 weight gradients"] = seqkit_variant(
             args, native_kernels=True, bf16_gradients=True
         )
-    figures = alternate(variants, args.batch_size * predictions_per_example(args), args.steps, args.windows)
-    reference = figures["keras LSTM, model.fit"]["median"]
-    unit = "images/s" if args.workload == "mnist" else "chars/s"
-    print(f"{args.workload}: {args.layers} x LSTM {args.units}, batch {args.batch_size}, dropout "
-          f"{args.dropout}; median of {args.windows} windows of {args.steps} steps")
-    print(f"| variant | {unit} | vs Keras |\n| --- | --- | --- |")
-    for name, figure in figures.items():
-        figure["ratio_to_keras"] = figure["median"] / reference
-        print(f"| {name} | {figure['median']:,.0f} | {figure['ratio_to_keras']:.2f}x |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "figures": figures}, f, indent=2)
+    return variants
 
 
 if __name__ == "__main__":

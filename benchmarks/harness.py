@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from core_speed import alternate, keras_variant, seqkit_variant  # noqa: E402
 
 from seqkit.core import SequenceEncoder  # noqa: E402
+from seqkit.core.train import inference_function  # noqa: E402
 from seqkit.mnist.bench import machine_gflops, peak_memory_mib  # noqa: E402
 
 try:
@@ -137,21 +138,26 @@ def inference_table(args) -> dict:
     images = np.random.default_rng(0).random((10_000, 28, 28), dtype=np.float32)
     inputs = keras.Input((28, 28))
     ours = keras.Model(inputs, keras.layers.Dense(10)(SequenceEncoder(128)(inputs)))
-    forward = tf.function(lambda x: ours(x, training=False), jit_compile=True)
     batches = [tf.constant(images[i : i + 1000]) for i in range(0, 10_000, 1000)]
     inputs = keras.Input((28, 28))
     reference = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.LSTM(128)(inputs)))
 
-    def seqkit_run(calls):
-        for _ in range(calls):
-            outputs = [forward(b) for b in batches]
-        outputs[-1].numpy()
+    def seqkit_variant(native_kernels: bool):
+        forward = inference_function(ours, native_kernels=native_kernels)
+
+        def run(calls):
+            for _ in range(calls):
+                outputs = [forward(b) for b in batches]
+            outputs[-1].numpy()
+
+        return run
 
     def keras_run(calls):
         for _ in range(calls):
             reference.predict(images, batch_size=1000, verbose=0)
 
-    variants = {"seqkit": seqkit_run, "keras predict": keras_run}
+    variants = {"seqkit, XLA unrolled": seqkit_variant(False), "seqkit, native kernels": seqkit_variant(True),
+                "keras predict": keras_run}
     if torch is not None:
         lstm, head = torch.nn.LSTM(28, 128, batch_first=True), torch.nn.Linear(128, 10)
         timages = torch.from_numpy(images)

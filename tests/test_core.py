@@ -292,6 +292,27 @@ def test_native_kernels_match_the_scan_when_the_recurrent_kernel_is_packed_in_se
     _assert_close(our_grads, ref_grads, 1e-5)
 
 
+@pytest.mark.parametrize("bidirectional, units", [(False, 5), (True, 5), (False, 520)])
+def test_native_inference_matches_the_xla_inference(bidirectional, units):
+    """At inference the native kernels run their forward loop alone (the op that keeps
+    nothing for a backward pass): the same outputs and final states as XLA's unrolled
+    loop, padded rows and several packed panels (520 units) included."""
+    enc = SequenceEncoder(units, layers=2, bidirectional=bidirectional, return_sequences=True, return_state=True)
+    x = tf.constant(_random(7, 6, 4))
+    lengths = tf.constant([6, 4, 1, 6, 2, 5, 3])
+
+    def infer(x, lengths):
+        with split_step(native=True):
+            return enc(x, lengths=lengths, training=False)
+
+    traced = tf.function(infer, autograph=False)
+    ops = {op.type for op in traced.get_concrete_function(x, lengths).graph.get_operations()}
+    assert "SeqkitLstmInference" in ops and "SeqkitLstmForward" not in ops
+    reference = enc(x, lengths=lengths, training=False)
+    for ours in (traced(x, lengths), infer(x, lengths)):
+        _assert_close(ours, reference, 1e-5)
+
+
 @pytest.mark.parametrize("split", SPLITS[:2], ids=["native", "bf16"])
 @pytest.mark.parametrize("options", [{"cell": "gru"}, {"cell": "peephole"}, {"fused": False}, {"unroll": True}])
 def test_split_steps_refuse_layers_without_the_fused_lstm(options, split):

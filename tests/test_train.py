@@ -6,7 +6,7 @@ import tensorflow as tf
 import keras
 
 from seqkit.core import SequenceEncoder
-from seqkit.core.train import Trainer, TrainConfig, make_optimizer
+from seqkit.core.train import Trainer, TrainConfig, inference_function, make_optimizer
 from seqkit.errors import SeqkitError
 
 
@@ -102,6 +102,23 @@ def test_native_kernels_by_default_where_they_build(monkeypatch, builds, cell, e
     if not builds:
         with pytest.raises(SeqkitError, match="C\\+\\+ compiler"):
             Trainer(_lstm_or(cell), TrainConfig(native_kernels=True), 1)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_inference_function_runs_the_native_kernels_where_training_would(cell):
+    """One compiled call for batches: native kernels by default for fused LSTMs, XLA for
+    the rest; the same logits either way, and asking for native kernels with a GRU is
+    refused."""
+    model = _lstm_or(cell)()
+    x = tf.constant(np.random.default_rng(0).normal(size=(3, 5, 2)), tf.float32)
+    predict = inference_function(model)
+    ops = {op.type for op in predict.get_concrete_function(x).graph.get_operations()}
+    assert ("SeqkitLstmInference" in ops) is (cell == "lstm")
+    np.testing.assert_allclose(predict(x), model(x, training=False), atol=1e-5)
+    np.testing.assert_allclose(inference_function(model, native_kernels=False)(x), model(x), atol=1e-5)
+    if cell != "lstm":
+        with pytest.raises(SeqkitError, match="gru"):
+            inference_function(model, native_kernels=True)
 
 
 @pytest.mark.parametrize("clip, expected_norm", [(1.0, 1.0), (100.0, 5.0), (0.0, 5.0)])

@@ -18,7 +18,9 @@ as XLA programs of their own, and the large matmuls after the backward loop run 
 TensorFlow, from bfloat16 values with ``bf16``: on a CPU with bf16 dot products oneDNN
 runs them 1.5x to 2x faster than XLA's float32 dot, while XLA's own bf16 dot is slower
 than its float32 one. The training step that traces the model inside it must not itself
-be XLA-compiled (see ``TrainConfig.native_kernels`` and ``bf16_gradients``).
+be XLA-compiled (see ``TrainConfig.native_kernels`` and ``bf16_gradients``). Inference
+traced inside a native :func:`split_step` runs the C++ forward loop alone, which keeps
+nothing for a backward pass (``Trainer`` evaluation, ``train.inference_function``).
 """
 
 from __future__ import annotations
@@ -66,6 +68,12 @@ def split_active() -> bool:
     return _SPLIT.get() is not None
 
 
+def native_active() -> bool:
+    """Whether the model is being traced inside a :func:`split_step` with native kernels."""
+    split = _SPLIT.get()
+    return split is not None and split.native
+
+
 def _compiled(fn):
     """``fn`` as its own XLA program inside :func:`split_step` in a graph, else as it is
     (inlined into whatever compiles its caller; run op by op when eager)."""
@@ -78,17 +86,21 @@ def _loop(steps, body, loop_vars):
     return tf.while_loop(lambda t, *_: t < steps, body, loop_vars, maximum_iterations=steps)
 
 
-def lstm_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm):
+def lstm_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, training: bool = True):
     """Run the LSTM over time-major inputs ``x_tm`` [time, batch, features].
 
     ``kernel`` [features, 4*units], ``bias`` and ``recurrent_kernel`` are the cell's weights
     (gate order i, f, g, o). ``mask_tm`` is a float [time, batch, 1] of 1 (real step) and 0
     (padding). Returns the outputs [time, batch, units] and the final ``h`` and ``c``;
-    differentiable in every argument but the mask.
+    differentiable in every argument but the mask, except with native kernels and not
+    ``training``: then the loop keeps nothing for a backward pass.
     """
     split = _SPLIT.get()
+    args = [tf.convert_to_tensor(v) for v in (x_tm, kernel, bias, recurrent_kernel, h0, c0)]
+    if split is not None and split.native and not training:
+        ops, xp, mask = _native_inputs(*args[:3], mask_tm)
+        return ops.seqkit_lstm_inference(xp, *args[3:], mask)
     scan = _native_scan if split is not None and split.native else _xla_scan
-    args = (tf.convert_to_tensor(v) for v in (x_tm, kernel, bias, recurrent_kernel, h0, c0))
     return scan(*args, mask_tm=mask_tm, low=split.low if split is not None else None)
 
 
@@ -102,18 +114,24 @@ def _matmul(a, b, low, dtype, **kwargs):
     return tf.cast(tf.matmul(tf.cast(a, low), tf.cast(b, low), **kwargs), dtype)
 
 
-def _native_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low):
+def _native_inputs(x_tm, kernel, bias, mask_tm):
+    """The op library (built on first use), the input projection ``x @ W + b`` of every
+    step [time, batch, 4*units] (one matmul, outside the loop) and the mask [time, batch]."""
     if x_tm.dtype != tf.float32:
         raise SeqkitError(f"seqkit's native LSTM kernels are float32; this model computes in {x_tm.dtype.name}.")
-    ops = kernel_library.kernels()  # builds the library on first use
+    shape = tf.shape(x_tm)
+    xp = tf.reshape(tf.matmul(tf.reshape(x_tm, [-1, shape[2]]), kernel) + bias, [shape[0], shape[1], -1])
+    return kernel_library.kernels(), xp, tf.reshape(mask_tm, tf.shape(mask_tm)[:2])
+
+
+def _native_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low):
     low = low or tf.float32
-    mask = tf.reshape(mask_tm, tf.shape(mask_tm)[:2])
 
     @tf.custom_gradient
     def scan(x_tm, kernel, bias, recurrent_kernel, h0, c0):
         shape = tf.shape(x_tm)
         x_flat = tf.reshape(x_tm, [-1, shape[2]])
-        xp = tf.reshape(tf.matmul(x_flat, kernel) + bias, [shape[0], shape[1], -1])
+        ops, xp, mask = _native_inputs(x_tm, kernel, bias, mask_tm)
         outputs, h_last, c_last, gates, cs, h_prev = ops.seqkit_lstm_forward(xp, recurrent_kernel, h0, c0, mask)
 
         def grad(d_out, d_h_last, d_c_last):

@@ -1,4 +1,5 @@
-// The fused LSTM's two loops (forward, and backward through time) as TensorFlow CPU ops.
+// The fused LSTM's two loops (forward, and backward through time) as TensorFlow CPU ops,
+// and the forward loop alone for inference.
 //
 // Under XLA each loop iteration is ten or so small ops, each dispatched on its own and
 // handed between the cores; on a small model (row-MNIST, 1 x 128) that dispatch, not the
@@ -135,6 +136,26 @@ void ForRowBlocks(OpKernelContext* ctx, int64_t rows, int64_t blocks, Fn fn) {
       });
 }
 
+// The forward loop's shapes; the inference op has the first three outputs alone.
+absl::Status ForwardShapes(InferenceContext* c) {
+  ShapeHandle state = c->input(2);
+  ShapeHandle steps_rows;
+  TF_RETURN_IF_ERROR(c->Subshape(c->input(0), 0, 2, &steps_rows));
+  ShapeHandle units;
+  TF_RETURN_IF_ERROR(c->Subshape(state, 1, 2, &units));
+  ShapeHandle sequence;
+  TF_RETURN_IF_ERROR(c->Concatenate(steps_rows, units, &sequence));
+  c->set_output(0, sequence);
+  c->set_output(1, state);
+  c->set_output(2, state);
+  if (c->num_outputs() == 6) {
+    c->set_output(3, c->input(0));
+    c->set_output(4, sequence);
+    c->set_output(5, sequence);
+  }
+  return absl::OkStatus();
+}
+
 REGISTER_OP("SeqkitLstmForward")
     .Input("xp: float")               // [T, B, 4U]: x @ W + b
     .Input("recurrent_kernel: float")  // [U, 4U]
@@ -147,26 +168,24 @@ REGISTER_OP("SeqkitLstmForward")
     .Output("gates: float")           // [T, B, 4U]: i, f, g, o after their activations
     .Output("cs: float")              // [T, B, U]: c after each step
     .Output("h_prev: float")          // [T, B, U]: h before each step
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle state = c->input(2);
-      ShapeHandle steps_rows;
-      TF_RETURN_IF_ERROR(c->Subshape(c->input(0), 0, 2, &steps_rows));
-      ShapeHandle units;
-      TF_RETURN_IF_ERROR(c->Subshape(state, 1, 2, &units));
-      ShapeHandle sequence;
-      TF_RETURN_IF_ERROR(c->Concatenate(steps_rows, units, &sequence));
-      c->set_output(0, sequence);
-      c->set_output(1, state);
-      c->set_output(2, state);
-      c->set_output(3, c->input(0));
-      c->set_output(4, sequence);
-      c->set_output(5, sequence);
-      return absl::OkStatus();
-    });
+    .SetShapeFn(ForwardShapes);
+
+// The same loop for inference: nothing kept for a backward pass, so each thread's gates
+// stay in a cache-sized buffer of its own instead of going out to memory every step.
+REGISTER_OP("SeqkitLstmInference")
+    .Input("xp: float")
+    .Input("recurrent_kernel: float")
+    .Input("h0: float")
+    .Input("c0: float")
+    .Input("mask: float")
+    .Output("outputs: float")
+    .Output("h_last: float")
+    .Output("c_last: float")
+    .SetShapeFn(ForwardShapes);
 
 class LstmForward : public OpKernel {
  public:
-  explicit LstmForward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit LstmForward(OpKernelConstruction* ctx) : OpKernel(ctx), keep_(ctx->num_outputs() == 6) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& xp = ctx->input(0);
@@ -183,13 +202,15 @@ class LstmForward : public OpKernel {
                     mask.dim_size(1) == rows,
                 absl::InvalidArgumentError("SeqkitLstmForward: inconsistent shapes"));
     const TensorShape state_shape({rows, units}), seq_shape({steps, rows, units});
-    Tensor *outputs, *h_last, *c_last, *gates, *cs, *h_prev;
+    Tensor *outputs, *h_last, *c_last, *gates = nullptr, *cs = nullptr, *h_prev = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, seq_shape, &outputs));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, state_shape, &h_last));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, state_shape, &c_last));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, xp.shape(), &gates));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, seq_shape, &cs));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, seq_shape, &h_prev));
+    if (keep_) {
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(3, xp.shape(), &gates));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(4, seq_shape, &cs));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(5, seq_shape, &h_prev));
+    }
 
     const float* xp_data = xp.flat<float>().data();
     const float* m_data = mask.flat<float>().data();
@@ -197,9 +218,9 @@ class LstmForward : public OpKernel {
     const float* h0_data = h0.flat<float>().data();
     const float* c0_data = c0.flat<float>().data();
     float* out_data = outputs->flat<float>().data();
-    float* gate_data = gates->flat<float>().data();
-    float* cs_data = cs->flat<float>().data();
-    float* h_prev_data = h_prev->flat<float>().data();
+    float* gate_data = keep_ ? gates->flat<float>().data() : nullptr;
+    float* cs_data = keep_ ? cs->flat<float>().data() : nullptr;
+    float* h_prev_data = keep_ ? h_prev->flat<float>().data() : nullptr;
     float* h_last_data = h_last->flat<float>().data();
     float* c_last_data = c_last->flat<float>().data();
     const int64_t g4 = 4 * units;
@@ -213,10 +234,11 @@ class LstmForward : public OpKernel {
       Matrix c = ConstMatrixMap(c0_data + first * units, n, units);
       Eigen::ArrayXf c_new(units), h_new(units);
       Eigen::VectorXf workspace = recur.Workspace();
+      Matrix z_own(keep_ ? 0 : n, g4);
       for (int64_t t = 0; t < steps; ++t) {
         const int64_t seq_at = (t * rows + first) * units;
-        MatrixMap(h_prev_data + seq_at, n, units) = h;
-        MatrixMap z(gate_data + (t * rows + first) * g4, n, g4);
+        if (keep_) MatrixMap(h_prev_data + seq_at, n, units) = h;
+        MatrixMap z(keep_ ? gate_data + (t * rows + first) * g4 : z_own.data(), n, g4);
         z = ConstMatrixMap(xp_data + (t * rows + first) * g4, n, g4);
         recur.AddTo(h.data(), n, z.data(), workspace);
         for (int64_t b = 0; b < n; ++b) {
@@ -242,15 +264,19 @@ class LstmForward : public OpKernel {
             out = m * h_new;
           }
         }
-        MatrixMap(cs_data + seq_at, n, units) = c;
+        if (keep_) MatrixMap(cs_data + seq_at, n, units) = c;
       }
       MatrixMap(h_last_data + first * units, n, units) = h;
       MatrixMap(c_last_data + first * units, n, units) = c;
     });
   }
+
+ private:
+  const bool keep_;  // the outputs a backward pass needs (SeqkitLstmForward), or none
 };
 
 REGISTER_KERNEL_BUILDER(Name("SeqkitLstmForward").Device(DEVICE_CPU), LstmForward);
+REGISTER_KERNEL_BUILDER(Name("SeqkitLstmInference").Device(DEVICE_CPU), LstmForward);
 
 REGISTER_OP("SeqkitLstmBackward")
     .Input("recurrent_kernel: float")  // [U, 4U]

@@ -44,8 +44,9 @@ def _build_command(compiler: str, output: Path) -> list[str]:
 
 
 def kernels():
-    """The loaded op library (``seqkit_lstm_forward``, ``seqkit_lstm_backward``), built first
-    if this machine has none yet; raises :class:`SeqkitError` where it cannot be built."""
+    """The loaded op library (``seqkit_lstm_forward``, ``seqkit_lstm_backward``,
+    ``seqkit_lstm_inference``), built first if this machine has none yet; raises
+    :class:`SeqkitError` where it cannot be built."""
     library = _load()
     if isinstance(library, SeqkitError):
         raise library

@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from seqkit.core.cells import CELLS, Cell, LSTMCell, make_cell
-from seqkit.core.fused import lstm_scan, split_active
+from seqkit.core.fused import lstm_scan, native_active, split_active
 from seqkit.errors import SeqkitError
 
 INFERENCE_UNROLL_STEPS = 128  # inference unrolls sequences up to this length (see `run`)
@@ -28,6 +28,7 @@ def _scan(
     unroll: bool,
     fused: bool,
     recurrent_kernel: tf.Tensor | None = None,
+    training: bool = True,
 ) -> tuple[tf.Tensor | None, tuple[tf.Tensor, ...]]:
     """Run ``cell`` over time on inputs ``x`` [batch, time, features], with
     ``recurrent_kernel`` in place of the cell's own when given.
@@ -39,7 +40,7 @@ def _scan(
         x_tm = tf.transpose(x, [1, 0, 2])
         weights = tf.ones_like(x_tm[:, :, :1]) if mask_tm is None else tf.cast(mask_tm, x.dtype)
         recurrent = cell.recurrent_kernel if recurrent_kernel is None else recurrent_kernel
-        outputs, h, c = lstm_scan(x_tm, cell.kernel, cell.bias, recurrent, *states, weights)
+        outputs, h, c = lstm_scan(x_tm, cell.kernel, cell.bias, recurrent, *states, weights, training=training)
         return (tf.transpose(outputs, [1, 0, 2]) if return_sequences else None), (h, c)
     if split_active():
         # Its loop would run uncompiled: autodiff cannot cross into a separate XLA program.
@@ -208,10 +209,13 @@ class SequenceEncoder(keras.layers.Layer):
                     f"initial_state needs {len(self.state_size)} tensors, got {len(states)}."
                 )
         # Training: the fused LSTM keeps what its backward pass needs. Inference keeps
-        # nothing and, on short sequences of known length, unrolls the loop: XLA on CPU
-        # pays a fixed cost per loop iteration (1.3x to 1.6x faster at 28 to 100 steps).
-        fused = self.fused and bool(training)
-        unroll = self.unroll or (not training and x.shape[1] is not None and x.shape[1] <= INFERENCE_UNROLL_STEPS)
+        # nothing: with native kernels it runs their forward loop, else, on short sequences
+        # of known length, it unrolls the loop: XLA on CPU pays a fixed cost per loop
+        # iteration (1.3x to 1.6x faster at 28 to 100 steps).
+        native = not training and native_active()
+        fused = self.fused and (bool(training) or native)
+        short = x.shape[1] is not None and x.shape[1] <= INFERENCE_UNROLL_STEPS
+        unroll = self.unroll or (not training and not native and short)
         final_states: list[tf.Tensor] = []
         for i in range(self.layers):
             last = i == self.layers - 1
@@ -225,7 +229,7 @@ class SequenceEncoder(keras.layers.Layer):
                 recurrent = None
                 if training and self.weight_drop:
                     recurrent = self._dropout(cell.recurrent_kernel, self.weight_drop)
-                out, end = _scan(cell, seq_in, start, mask, sequences, unroll, fused, recurrent)
+                out, end = _scan(cell, seq_in, start, mask, sequences, unroll, fused, recurrent, bool(training))
                 if d == 1 and out is not None:
                     out = self._reverse(out, lengths)
                 outs.append(out if out is not None else end[0])
