@@ -111,8 +111,8 @@ def recurrent_flops_per_sample(w: SimpleNamespace) -> float:
 
 
 # seqkit's training steps, by their TrainConfig settings: the XLA step; native kernels (the
-# default on a CPU where they build); with bf16 weight gradients too (train-char's default on
-# a CPU with bf16 dot products).
+# default on a CPU where they build); with bf16 weight gradients too (the default on a CPU
+# with bf16 dot products).
 SEQKIT_STEPS = {
     "seqkit, XLA loops": {"native_kernels": False, "bf16_gradients": False},
     "seqkit, native kernels": {"native_kernels": True, "bf16_gradients": False},

@@ -73,6 +73,18 @@ def _distribution_options(command):
     )(command)
 
 
+def _kernel_options(command):
+    """--native-kernels and --bf16-gradients, shared by the training commands."""
+    command = click.option(
+        "--bf16-gradients/--no-bf16-gradients", default=None,
+        help="LSTM weight gradients from bfloat16 matmuls [on for LSTMs on a CPU with bf16 dot products].",
+    )(command)
+    return click.option(
+        "--native-kernels/--no-native-kernels", default=None,
+        help="LSTM loops as seqkit's C++ kernels, built on first use [on for LSTMs on a CPU where they build].",
+    )(command)
+
+
 @main.command("train-char")
 @click.argument("corpus", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [runs/CORPUS-NAME].")
@@ -89,8 +101,7 @@ def _distribution_options(command):
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay.")
 @click.option("--warmup", type=click.IntRange(min=0), help="Learning-rate warm-up steps.")
 @click.option("--ema", type=click.FloatRange(0, 1, max_open=True), help="Validate and keep a moving average of the weights (over about the last 10% of steps), its decay at most this (e.g. 0.999) [0: off].")
-@click.option("--native-kernels/--no-native-kernels", default=None, help="LSTM loops as seqkit's C++ kernels, built on first use [on for LSTMs on a CPU where they build].")
-@click.option("--bf16-gradients/--no-bf16-gradients", default=None, help="LSTM weight gradients from bfloat16 matmuls [on for LSTMs on a CPU with bf16 dot products].")
+@_kernel_options
 @click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training text [20; none with --max-time].")
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True), help="Training seconds allowed.")
 @click.option("--eval-every", type=click.IntRange(min=1), help="Steps between evaluations.")
@@ -275,7 +286,7 @@ def bench() -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), help="Global batch size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate.")
 @click.option("--clip", type=click.FloatRange(min=0), help="Global gradient-norm clip (0: off).")
-@click.option("--native-kernels/--no-native-kernels", default=None, help="LSTM loops as seqkit's C++ kernels, built on first use [on for LSTMs on a CPU where they build].")
+@_kernel_options
 @click.option("--train-subset", type=click.IntRange(min=1), help="Train on the first N images.")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Data directory.")

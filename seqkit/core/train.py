@@ -75,7 +75,7 @@ class TrainConfig:
             matmuls over all time steps after the backward loop) from bfloat16 values,
             summed in float32, outside XLA, where oneDNN uses the CPU's bf16 dot products;
             the recurrences stay float32 and compiled. Faster where the CPU has them
-            (AVX512-BF16, AMX) and the layers are wide (see benchmarks/README.md). None:
+            (AVX512-BF16, AMX), with the same accuracy (see benchmarks/README.md). None:
             on when every recurrent layer runs the fused LSTM, the CPU has bf16 dot
             products and no GPU is visible (``Trainer.bf16_gradients`` tells).
     """
@@ -90,7 +90,7 @@ class TrainConfig:
     ema: float = 0.0
     jit_compile: bool = True
     native_kernels: bool | None = None
-    bf16_gradients: bool | None = False
+    bf16_gradients: bool | None = None
 
     def __post_init__(self) -> None:
         if self.lr <= 0:

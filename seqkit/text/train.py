@@ -56,7 +56,7 @@ class CharConfig:
     max_time: float | None = None
     seed: int = 1
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=20, lr=5e-3, warmup_steps=100, clip=5.0, bf16_gradients=None)
+        default_factory=lambda: TrainConfig(epochs=20, lr=5e-3, warmup_steps=100, clip=5.0)
     )
 
     def model_config(self, vocab: Vocabulary) -> CharModelConfig:
