@@ -163,6 +163,7 @@ def main() -> None:
     parser.add_argument("--weight-drop", type=float, default=0.0, help="also time the fused step with this weight drop")
     parser.add_argument("--bf16-gradients", action="store_true", help="also time the fused step with bf16 weight gradients")
     parser.add_argument("--native-kernels", action="store_true", help="also time the fused step with native LSTM kernels")
+    parser.add_argument("--bf16-recurrence", action="store_true", help="also time the default step with bf16 recurrence")
     parser.add_argument("--steps", type=int, default=15, help="steps per timing window")
     parser.add_argument("--windows", type=int, default=5, help="timing windows per variant")
     parser.add_argument("--infer", action="store_true", help="time the evaluation step: XLA against native kernels")
@@ -211,6 +212,10 @@ def _training_variants(args, xla: dict) -> dict:
     if args.native_kernels and args.bf16_gradients:
         variants["seqkit fused, native kernels, bf16 weight gradients"] = seqkit_variant(
             args, native_kernels=True, bf16_gradients=True
+        )
+    if args.bf16_recurrence:
+        variants["seqkit fused, native kernels, bf16 weight gradients and recurrence"] = seqkit_variant(
+            args, native_kernels=True, bf16_gradients=True, bf16_recurrence=True
         )
     return variants
 

@@ -74,7 +74,11 @@ def _distribution_options(command):
 
 
 def _kernel_options(command):
-    """--native-kernels and --bf16-gradients, shared by the training commands."""
+    """--native-kernels, --bf16-gradients and --bf16-recurrence, shared by the training commands."""
+    command = click.option(
+        "--bf16-recurrence/--no-bf16-recurrence", default=None,
+        help="The native LSTM loops' step products from bfloat16 values, about 1.2x faster training [off].",
+    )(command)
     command = click.option(
         "--bf16-gradients/--no-bf16-gradients", default=None,
         help="LSTM weight gradients from bfloat16 matmuls [on for LSTMs on a CPU with bf16 dot products].",

@@ -6,6 +6,7 @@ import tensorflow as tf
 import keras
 
 from seqkit.core import SequenceEncoder
+from seqkit.core.fused import cpu_has_bf16
 from seqkit.core.train import Trainer, TrainConfig, inference_function, make_optimizer
 from seqkit.errors import SeqkitError
 
@@ -44,7 +45,18 @@ def test_trainer_learns_a_small_task(jit):
     assert loss == pytest.approx(history[-1].val_loss, rel=1e-5)
 
 
-@pytest.mark.parametrize("split", [{"native_kernels": True}, {"bf16_gradients": True}], ids=["native", "bf16"])
+@pytest.mark.parametrize(
+    "split",
+    [
+        {"native_kernels": True},
+        {"bf16_gradients": True},
+        pytest.param(
+            {"native_kernels": True, "bf16_recurrence": True},
+            marks=pytest.mark.skipif(not cpu_has_bf16(), reason="no bf16 dot products on this CPU"),
+        ),
+    ],
+    ids=["native", "bf16", "bf16 recurrence"],
+)
 def test_split_steps_train_like_the_xla_step(split):
     """With native kernels or bf16 weight gradients the step is not one XLA program (the
     loops run on their own, the LSTM's weight gradients leave XLA): it must learn as the
@@ -102,6 +114,11 @@ def test_native_kernels_by_default_where_they_build(monkeypatch, builds, cell, e
     if not builds:
         with pytest.raises(SeqkitError, match="C\\+\\+ compiler"):
             Trainer(_lstm_or(cell), TrainConfig(native_kernels=True), 1)
+
+
+def test_bf16_recurrence_needs_the_native_kernels():
+    with pytest.raises(SeqkitError, match="bf16 recurrence runs in the native LSTM kernels"):
+        Trainer(_lstm_or("lstm"), TrainConfig(native_kernels=False, bf16_recurrence=True), 1)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

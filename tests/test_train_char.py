@@ -168,3 +168,11 @@ def test_split_steps_on_a_cell_without_the_fused_lstm_end_in_one_line(corpus, tm
                   "--units", "8", "--embedding", "4", "--seq-len", "16", "--epochs", "1")
     assert result.returncode == 1
     assert "fused LSTM" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_bf16_recurrence_without_native_kernels_ends_in_one_line(corpus, tmp_path):
+    result = _cli("train-char", str(corpus), "--out", str(tmp_path / "run"), "--no-native-kernels", "--bf16-recurrence",
+                  "--units", "8", "--embedding", "4", "--seq-len", "16", "--epochs", "1")
+    assert result.returncode == 1
+    assert "bf16 recurrence runs in the native LSTM kernels" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr

@@ -13,7 +13,8 @@ faster; see benchmarks/README.md). Masking follows the generic loop: a padded st
 the state and outputs zero.
 
 Inside :func:`split_step` the loops leave the caller's XLA program: as seqkit's C++ kernels
-(``native``, lstm_kernel.cc: one thread per block of batch rows, no per-step dispatch) or
+(``native``, lstm_kernel.cc: one thread per block of batch rows, no per-step dispatch; their
+step products from bf16 values with ``bf16_loops``) or
 as XLA programs of their own, and the large matmuls after the backward loop run in
 TensorFlow, from bfloat16 values with ``bf16``: on a CPU with bf16 dot products oneDNN
 runs them 1.5x to 2x faster than XLA's float32 dot, while XLA's own bf16 dot is slower
@@ -39,17 +40,21 @@ from seqkit.errors import SeqkitError
 class _Split:
     native: bool  # the loops as seqkit's C++ kernels, else as XLA programs of their own
     low: tf.DType | None  # the dtype of the matmuls after the backward loop (None: the inputs')
+    bf16_loops: bool = False  # the native loops' step products from bf16 values
 
 
 _SPLIT: contextvars.ContextVar[_Split | None] = contextvars.ContextVar("split", default=None)
 
 
 @contextlib.contextmanager
-def split_step(native: bool = False, bf16: bool = False):
+def split_step(native: bool = False, bf16: bool = False, bf16_loops: bool = False):
     """While tracing inside this block, the fused LSTM runs its loops outside the caller's
-    XLA program, as C++ kernels when ``native``, and its weight and input gradients as
-    bfloat16 matmuls when ``bf16``; with neither, it is inlined as usual."""
-    split = _Split(native, tf.bfloat16 if bf16 else None) if native or bf16 else None
+    XLA program, as C++ kernels when ``native`` (their per-step products from bfloat16
+    values when ``bf16_loops`` too), and its weight and input gradients as bfloat16 matmuls
+    when ``bf16``; with neither, it is inlined as usual."""
+    if bf16_loops and not native:
+        raise SeqkitError("bf16 recurrence is a mode of the native kernels: turn them on too.")
+    split = _Split(native, tf.bfloat16 if bf16 else None, bf16_loops) if native or bf16 else None
     token = _SPLIT.set(split)
     try:
         yield
@@ -100,8 +105,9 @@ def lstm_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, training: b
     if split is not None and split.native and not training:
         ops, xp, mask = _native_inputs(*args[:3], mask_tm)
         return ops.seqkit_lstm_inference(xp, *args[3:], mask)
-    scan = _native_scan if split is not None and split.native else _xla_scan
-    return scan(*args, mask_tm=mask_tm, low=split.low if split is not None else None)
+    if split is not None and split.native:
+        return _native_scan(*args, mask_tm=mask_tm, low=split.low, bf16_loops=split.bf16_loops)
+    return _xla_scan(*args, mask_tm=mask_tm, low=split.low if split is not None else None)
 
 
 def _filled(grads, refs):
@@ -124,7 +130,7 @@ def _native_inputs(x_tm, kernel, bias, mask_tm):
     return kernel_library.kernels(), xp, tf.reshape(mask_tm, tf.shape(mask_tm)[:2])
 
 
-def _native_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low):
+def _native_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low, bf16_loops):
     low = low or tf.float32
 
     @tf.custom_gradient
@@ -132,12 +138,14 @@ def _native_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low):
         shape = tf.shape(x_tm)
         x_flat = tf.reshape(x_tm, [-1, shape[2]])
         ops, xp, mask = _native_inputs(x_tm, kernel, bias, mask_tm)
-        outputs, h_last, c_last, gates, cs, h_prev = ops.seqkit_lstm_forward(xp, recurrent_kernel, h0, c0, mask)
+        outputs, h_last, c_last, gates, cs, h_prev = ops.seqkit_lstm_forward(
+            xp, recurrent_kernel, h0, c0, mask, bf16=bf16_loops
+        )
 
         def grad(d_out, d_h_last, d_c_last):
             d_out, d_h_last, d_c_last = _filled((d_out, d_h_last, d_c_last), (outputs, h_last, c_last))
             dz, dh0, dc0, d_bias = ops.seqkit_lstm_backward(
-                recurrent_kernel, c0, mask, gates, cs, d_out, d_h_last, d_c_last
+                recurrent_kernel, c0, mask, gates, cs, d_out, d_h_last, d_c_last, bf16=bf16_loops
             )
             dz = tf.cast(tf.reshape(dz, [-1, tf.shape(kernel)[1]]), low)
             h_prev_flat = tf.reshape(h_prev, [-1, tf.shape(h0)[1]])

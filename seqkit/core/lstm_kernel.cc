@@ -6,8 +6,9 @@
 // arithmetic, is most of a training step. Here the batch is split once into one block of
 // rows per thread and each thread runs every time step of its rows on its own: rows of a
 // batch never meet in a recurrence, so the threads need no synchronization until the end.
-// A step is one single-threaded matmul (h @ R, R packed once per op) and the gate
-// arithmetic, vectorized.
+// A step is one single-threaded matmul (h @ R, R packed once per op; from bf16 values with
+// the ops' bf16 attribute, on a CPU with bf16 dot products) and the gate arithmetic,
+// vectorized.
 //
 // Shapes: T steps, B rows, U units, gates in the order i, f, g, o (as seqkit's LSTMCell).
 // The input projection x @ W + b and the large matmuls of the backward pass (the kernels'
@@ -15,7 +16,12 @@
 // ops: oneDNN runs them multi-threaded, in bf16 where asked (seqkit/core/fused.py).
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
+
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
 
 #include "Eigen/Core"
 #include "tensorflow/core/framework/op.h"
@@ -82,7 +88,7 @@ class PackedRecurrentProduct {
   }
 
   // A thread's buffer for its packed x.
-  Eigen::VectorXf Workspace() const { return Eigen::VectorXf(kc_ * nc_); }
+  Eigen::VectorXf MakeWorkspace() const { return Eigen::VectorXf(kc_ * nc_); }
 
   // out += A @ x for x [k, n] (leading dimension k) and out [m, n] (leading dimension m).
   void AddTo(const float* x, Index n, float* out, Eigen::VectorXf& workspace) const {
@@ -109,6 +115,99 @@ class PackedRecurrentProduct {
   std::vector<Index> offsets_;
   Eigen::VectorXf packed_;
 };
+
+#if defined(__AVX512BF16__)
+constexpr bool kHasBf16 = true;
+
+// out[n, N] += x[n, K] @ M from bf16 values with float32 sums (VDPBF16PS), M [K, N] fixed for
+// the op: M[k][c] = a[k * k_stride + c * c_stride] (R, or R^T read from R). M is packed once
+// into bf16 pairs along k, 16 columns a vector (zero past N and K); each step converts its x
+// rows into the thread's workspace and runs 4-row x 64-column register tiles. One thread's
+// product runs about 2x the float32 one (benchmarks/README.md).
+class Bf16RecurrentProduct {
+  using Index = Eigen::Index;
+
+ public:
+  using Workspace = std::vector<uint16_t>;
+
+  Bf16RecurrentProduct(const float* a, Index k, Index n, Index k_stride, Index c_stride, Index max_rows)
+      : k_(k), n_(n), pairs_((k + 1) / 2), vectors_((n + 15) / 16), max_rows_(max_rows),
+        packed_(static_cast<size_t>(vectors_) * pairs_ * 32, 0) {
+    uint16_t* out = packed_.data();
+    for (Index v = 0; v < vectors_; ++v)
+      for (Index p = 0; p < pairs_; ++p)
+        for (Index lane = 0; lane < 16; ++lane, out += 2) {
+          const Index c = 16 * v + lane;
+          if (c >= n_) continue;
+          out[0] = ToBf16(a[2 * p * k_stride + c * c_stride]);
+          if (2 * p + 1 < k_) out[1] = ToBf16(a[(2 * p + 1) * k_stride + c * c_stride]);
+        }
+  }
+
+  Workspace MakeWorkspace() const { return Workspace(static_cast<size_t>(max_rows_) * 2 * pairs_, 0); }
+
+  void AddTo(const float* x, Index n, float* out, Workspace& workspace) const {
+    for (Index r = 0; r < n; ++r)  // x rows in bf16; an odd K leaves a zero at the end of each row
+      for (Index k = 0; k < k_; k += 16) {
+        const __mmask16 mask = k_ - k >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (k_ - k)) - 1);
+        const __m256bh row = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, x + r * k_ + k));
+        _mm256_mask_storeu_epi16(workspace.data() + r * 2 * pairs_ + k, mask, (__m256i)row);
+      }
+    const uint32_t* pairs = reinterpret_cast<const uint32_t*>(workspace.data());
+    for (Index v = 0; v < vectors_; v += 4) {
+      Index r = 0;
+      for (; r + 4 <= n; r += 4) Tiles<4>(pairs, r, v, out);
+      for (; r < n; ++r) Tiles<1>(pairs, r, v, out);
+    }
+  }
+
+ private:
+  static uint16_t ToBf16(float value) {  // round to nearest even, as VCVTNEPS2BF16
+    uint32_t bits;
+    std::memcpy(&bits, &value, sizeof bits);
+    return static_cast<uint16_t>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+  }
+
+  template <int Rows>
+  void Tiles(const uint32_t* pairs, Index r, Index v, float* out) const {
+    switch (std::min<Index>(4, vectors_ - v)) {
+      case 4: return Tile<Rows, 4>(pairs, r, v, out);
+      case 3: return Tile<Rows, 3>(pairs, r, v, out);
+      case 2: return Tile<Rows, 2>(pairs, r, v, out);
+      default: return Tile<Rows, 1>(pairs, r, v, out);
+    }
+  }
+
+  // Rows rows from r, Vectors 16-column vectors from v.
+  template <int Rows, int Vectors>
+  void Tile(const uint32_t* pairs, Index r, Index v, float* out) const {
+    __m512 acc[Rows][Vectors];
+    for (int i = 0; i < Rows; ++i)
+      for (int j = 0; j < Vectors; ++j) acc[i][j] = _mm512_setzero_ps();
+    const __m512i* m = reinterpret_cast<const __m512i*>(packed_.data()) + v * pairs_;
+    for (Index p = 0; p < pairs_; ++p) {
+      __m512i w[Vectors];
+      for (int j = 0; j < Vectors; ++j) w[j] = _mm512_loadu_si512(m + j * pairs_ + p);
+      for (int i = 0; i < Rows; ++i) {
+        const __m512bh x = (__m512bh)_mm512_set1_epi32(static_cast<int>(pairs[(r + i) * pairs_ + p]));
+        for (int j = 0; j < Vectors; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], x, (__m512bh)w[j]);
+      }
+    }
+    for (int i = 0; i < Rows; ++i)
+      for (int j = 0; j < Vectors; ++j) {
+        const Index c = 16 * (v + j);
+        const __mmask16 mask = n_ - c >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (n_ - c)) - 1);
+        float* o = out + (r + i) * n_ + c;
+        _mm512_mask_storeu_ps(o, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, o), acc[i][j]));
+      }
+  }
+
+  const Index k_, n_, pairs_, vectors_, max_rows_;
+  std::vector<uint16_t> packed_;
+};
+#else
+constexpr bool kHasBf16 = false;
+#endif
 
 // How many blocks the batch's rows are split into: one per worker thread.
 int64_t RowBlocks(OpKernelContext* ctx, int64_t rows) {
@@ -156,6 +255,18 @@ absl::Status ForwardShapes(InferenceContext* c) {
   return absl::OkStatus();
 }
 
+// The ops' "bf16" attribute (the inference op has none: false), refused by a build for a CPU
+// without bf16 dot products.
+bool Bf16Attr(OpKernelConstruction* ctx) {
+  bool bf16 = false;
+  if (ctx->HasAttr("bf16")) {
+    const absl::Status status = ctx->GetAttr("bf16", &bf16);
+    if (!status.ok()) ctx->CtxFailure(status);
+  }
+  if (bf16 && !kHasBf16) ctx->CtxFailure(absl::InvalidArgumentError("seqkit's kernels were built without bf16 dot products"));
+  return bf16 && kHasBf16;
+}
+
 REGISTER_OP("SeqkitLstmForward")
     .Input("xp: float")               // [T, B, 4U]: x @ W + b
     .Input("recurrent_kernel: float")  // [U, 4U]
@@ -168,6 +279,7 @@ REGISTER_OP("SeqkitLstmForward")
     .Output("gates: float")           // [T, B, 4U]: i, f, g, o after their activations
     .Output("cs: float")              // [T, B, U]: c after each step
     .Output("h_prev: float")          // [T, B, U]: h before each step
+    .Attr("bf16: bool = false")        // the step products h @ R from bf16 values (float32 sums)
     .SetShapeFn(ForwardShapes);
 
 // The same loop for inference: nothing kept for a backward pass, so each thread's gates
@@ -185,7 +297,8 @@ REGISTER_OP("SeqkitLstmInference")
 
 class LstmForward : public OpKernel {
  public:
-  explicit LstmForward(OpKernelConstruction* ctx) : OpKernel(ctx), keep_(ctx->num_outputs() == 6) {}
+  explicit LstmForward(OpKernelConstruction* ctx)
+      : OpKernel(ctx), keep_(ctx->num_outputs() == 6), bf16_(Bf16Attr(ctx)) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& xp = ctx->input(0);
@@ -225,54 +338,60 @@ class LstmForward : public OpKernel {
     float* c_last_data = c_last->flat<float>().data();
     const int64_t g4 = 4 * units;
 
-    const int64_t blocks = RowBlocks(ctx, rows);
-    // z^T += R^T @ h^T, R^T [4U, U] being R read column-major.
-    const PackedRecurrentProduct<Eigen::ColMajor> recur(r_data, g4, units, g4, (rows + blocks - 1) / blocks);
-    ForRowBlocks(ctx, rows, blocks, [&](int64_t, int64_t first, int64_t end) {
-      const int64_t n = end - first;
-      Matrix h = ConstMatrixMap(h0_data + first * units, n, units);
-      Matrix c = ConstMatrixMap(c0_data + first * units, n, units);
-      Eigen::ArrayXf c_new(units), h_new(units);
-      Eigen::VectorXf workspace = recur.Workspace();
-      Matrix z_own(keep_ ? 0 : n, g4);
-      for (int64_t t = 0; t < steps; ++t) {
-        const int64_t seq_at = (t * rows + first) * units;
-        if (keep_) MatrixMap(h_prev_data + seq_at, n, units) = h;
-        MatrixMap z(keep_ ? gate_data + (t * rows + first) * g4 : z_own.data(), n, g4);
-        z = ConstMatrixMap(xp_data + (t * rows + first) * g4, n, g4);
-        recur.AddTo(h.data(), n, z.data(), workspace);
-        for (int64_t b = 0; b < n; ++b) {
-          float* zb = z.row(b).data();
-          ArrayMap i(zb, units), f(zb + units, units), g(zb + 2 * units, units), o(zb + 3 * units, units);
-          i = i.logistic();
-          f = f.logistic();
-          g = g.tanh();
-          o = o.logistic();
-          auto c_row = c.row(b).array();
-          auto h_row = h.row(b).array();
-          c_new = f * c_row.transpose() + i * g;
-          h_new = o * c_new.tanh();
-          const float m = m_data[t * rows + first + b];
-          ArrayMap out(out_data + seq_at + b * units, units);
-          if (m == 1.0f) {
-            c_row = c_new.transpose();
-            h_row = h_new.transpose();
-            out = h_new;
-          } else {
-            c_row = m * c_new.transpose() + (1.0f - m) * c_row;
-            h_row = m * h_new.transpose() + (1.0f - m) * h_row;
-            out = m * h_new;
+    const int64_t blocks = RowBlocks(ctx, rows), max_rows = (rows + blocks - 1) / blocks;
+    auto run = [&](const auto& recur) {  // z += h @ R, each step
+      ForRowBlocks(ctx, rows, blocks, [&](int64_t, int64_t first, int64_t end) {
+        const int64_t n = end - first;
+        Matrix h = ConstMatrixMap(h0_data + first * units, n, units);
+        Matrix c = ConstMatrixMap(c0_data + first * units, n, units);
+        Eigen::ArrayXf c_new(units), h_new(units);
+        auto workspace = recur.MakeWorkspace();
+        Matrix z_own(keep_ ? 0 : n, g4);
+        for (int64_t t = 0; t < steps; ++t) {
+          const int64_t seq_at = (t * rows + first) * units;
+          if (keep_) MatrixMap(h_prev_data + seq_at, n, units) = h;
+          MatrixMap z(keep_ ? gate_data + (t * rows + first) * g4 : z_own.data(), n, g4);
+          z = ConstMatrixMap(xp_data + (t * rows + first) * g4, n, g4);
+          recur.AddTo(h.data(), n, z.data(), workspace);
+          for (int64_t b = 0; b < n; ++b) {
+            float* zb = z.row(b).data();
+            ArrayMap i(zb, units), f(zb + units, units), g(zb + 2 * units, units), o(zb + 3 * units, units);
+            i = i.logistic();
+            f = f.logistic();
+            g = g.tanh();
+            o = o.logistic();
+            auto c_row = c.row(b).array();
+            auto h_row = h.row(b).array();
+            c_new = f * c_row.transpose() + i * g;
+            h_new = o * c_new.tanh();
+            const float m = m_data[t * rows + first + b];
+            ArrayMap out(out_data + seq_at + b * units, units);
+            if (m == 1.0f) {
+              c_row = c_new.transpose();
+              h_row = h_new.transpose();
+              out = h_new;
+            } else {
+              c_row = m * c_new.transpose() + (1.0f - m) * c_row;
+              h_row = m * h_new.transpose() + (1.0f - m) * h_row;
+              out = m * h_new;
+            }
           }
+          if (keep_) MatrixMap(cs_data + seq_at, n, units) = c;
         }
-        if (keep_) MatrixMap(cs_data + seq_at, n, units) = c;
-      }
-      MatrixMap(h_last_data + first * units, n, units) = h;
-      MatrixMap(c_last_data + first * units, n, units) = c;
-    });
+        MatrixMap(h_last_data + first * units, n, units) = h;
+        MatrixMap(c_last_data + first * units, n, units) = c;
+      });
+    };
+#if defined(__AVX512BF16__)
+    if (bf16_) return run(Bf16RecurrentProduct(r_data, units, g4, g4, 1, max_rows));
+#endif
+    // z^T += R^T @ h^T, R^T [4U, U] being R read column-major.
+    run(PackedRecurrentProduct<Eigen::ColMajor>(r_data, g4, units, g4, max_rows));
   }
 
  private:
   const bool keep_;  // the outputs a backward pass needs (SeqkitLstmForward), or none
+  const bool bf16_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("SeqkitLstmForward").Device(DEVICE_CPU), LstmForward);
@@ -291,6 +410,7 @@ REGISTER_OP("SeqkitLstmBackward")
     .Output("d_h0: float")            // [B, U]
     .Output("d_c0: float")            // [B, U]
     .Output("d_bias: float")          // [4U]
+    .Attr("bf16: bool = false")        // the step products dz @ R^T from bf16 values
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(3));
       c->set_output(1, c->input(1));
@@ -301,7 +421,7 @@ REGISTER_OP("SeqkitLstmBackward")
 
 class LstmBackward : public OpKernel {
  public:
-  explicit LstmBackward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit LstmBackward(OpKernelConstruction* ctx) : OpKernel(ctx), bf16_(Bf16Attr(ctx)) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& recurrent = ctx->input(0);
@@ -342,52 +462,64 @@ class LstmBackward : public OpKernel {
     const int64_t g4 = 4 * units;
 
     // Each block sums its rows' share of the bias gradient while its dz is in cache.
-    const int64_t blocks = RowBlocks(ctx, rows);
-    // dh^T += R @ dz^T.
-    const PackedRecurrentProduct<Eigen::RowMajor> back(r_data, units, g4, g4, (rows + blocks - 1) / blocks);
+    const int64_t blocks = RowBlocks(ctx, rows), max_rows = (rows + blocks - 1) / blocks;
     std::vector<Eigen::RowVectorXf> bias_shares(blocks, Eigen::RowVectorXf::Zero(g4));
-    ForRowBlocks(ctx, rows, blocks, [&](int64_t block, int64_t first, int64_t end) {
-      const int64_t n = end - first;
-      Matrix dh = ConstMatrixMap(dh_last_data + first * units, n, units);
-      Matrix dc = ConstMatrixMap(dc_last_data + first * units, n, units);
-      Eigen::ArrayXf tanh_c(units), dh_new(units), dc_new(units);
-      Eigen::VectorXf workspace = back.Workspace();
-      for (int64_t t = steps - 1; t >= 0; --t) {
-        const int64_t seq_at = (t * rows + first) * units;
-        MatrixMap dz_t(dz_data + (t * rows + first) * g4, n, g4);
-        for (int64_t b = 0; b < n; ++b) {
-          const float* gb = gate_data + (t * rows + first + b) * g4;
-          ConstArrayMap i(gb, units), f(gb + units, units), g(gb + 2 * units, units), o(gb + 3 * units, units);
-          ConstArrayMap c_t(cs_data + seq_at + b * units, units);
-          ConstArrayMap c_prev(t > 0 ? cs_data + seq_at - rows * units + b * units : c0_data + (first + b) * units,
-                               units);
-          ConstArrayMap d_out_t(d_out_data + seq_at + b * units, units);
-          const float m = m_data[t * rows + first + b];
-          auto dh_row = dh.row(b).array();
-          auto dc_row = dc.row(b).array();
-          tanh_c = c_t.tanh();
-          dh_new = m * (dh_row.transpose() + d_out_t);
-          dc_new = m * dc_row.transpose() + dh_new * o * (1.0f - tanh_c * tanh_c);
-          float* zb = dz_t.row(b).data();
-          ArrayMap(zb, units) = dc_new * g * i * (1.0f - i);
-          ArrayMap(zb + units, units) = dc_new * c_prev * f * (1.0f - f);
-          ArrayMap(zb + 2 * units, units) = dc_new * i * (1.0f - g * g);
-          ArrayMap(zb + 3 * units, units) = dh_new * tanh_c * o * (1.0f - o);
-          // What does not flow through the matmul below: the state kept across padding,
-          // and the cell's own path (dc_prev = dc_new * f).
-          dh_row = (1.0f - m) * dh_row;
-          dc_row = (1.0f - m) * dc_row + (dc_new * f).transpose();
+    auto run = [&](const auto& back) {  // dh += dz @ R^T, each step
+      ForRowBlocks(ctx, rows, blocks, [&](int64_t block, int64_t first, int64_t end) {
+        const int64_t n = end - first;
+        Matrix dh = ConstMatrixMap(dh_last_data + first * units, n, units);
+        Matrix dc = ConstMatrixMap(dc_last_data + first * units, n, units);
+        Eigen::ArrayXf tanh_c(units), dh_new(units), dc_new(units);
+        auto workspace = back.MakeWorkspace();
+        for (int64_t t = steps - 1; t >= 0; --t) {
+          const int64_t seq_at = (t * rows + first) * units;
+          MatrixMap dz_t(dz_data + (t * rows + first) * g4, n, g4);
+          for (int64_t b = 0; b < n; ++b) {
+            const float* gb = gate_data + (t * rows + first + b) * g4;
+            ConstArrayMap i(gb, units), f(gb + units, units), g(gb + 2 * units, units), o(gb + 3 * units, units);
+            ConstArrayMap c_t(cs_data + seq_at + b * units, units);
+            ConstArrayMap c_prev(t > 0 ? cs_data + seq_at - rows * units + b * units : c0_data + (first + b) * units,
+                                 units);
+            ConstArrayMap d_out_t(d_out_data + seq_at + b * units, units);
+            const float m = m_data[t * rows + first + b];
+            auto dh_row = dh.row(b).array();
+            auto dc_row = dc.row(b).array();
+            tanh_c = c_t.tanh();
+            dh_new = m * (dh_row.transpose() + d_out_t);
+            dc_new = m * dc_row.transpose() + dh_new * o * (1.0f - tanh_c * tanh_c);
+            float* zb = dz_t.row(b).data();
+            ArrayMap(zb, units) = dc_new * g * i * (1.0f - i);
+            ArrayMap(zb + units, units) = dc_new * c_prev * f * (1.0f - f);
+            ArrayMap(zb + 2 * units, units) = dc_new * i * (1.0f - g * g);
+            ArrayMap(zb + 3 * units, units) = dh_new * tanh_c * o * (1.0f - o);
+            // What does not flow through the matmul below: the state kept across padding,
+            // and the cell's own path (dc_prev = dc_new * f).
+            dh_row = (1.0f - m) * dh_row;
+            dc_row = (1.0f - m) * dc_row + (dc_new * f).transpose();
+          }
+          back.AddTo(dz_t.data(), n, dh.data(), workspace);
+          bias_shares[block] += dz_t.colwise().sum();
         }
-        back.AddTo(dz_t.data(), n, dh.data(), workspace);
-        bias_shares[block] += dz_t.colwise().sum();
-      }
-      MatrixMap(dh0_data + first * units, n, units) = dh;
-      MatrixMap(dc0_data + first * units, n, units) = dc;
-    });
+        MatrixMap(dh0_data + first * units, n, units) = dh;
+        MatrixMap(dc0_data + first * units, n, units) = dc;
+      });
+    };
+#if defined(__AVX512BF16__)
+    if (bf16_) {
+      run(Bf16RecurrentProduct(r_data, g4, units, 1, g4, max_rows));  // R^T [4U, U] read from R
+    } else
+#endif
+    {
+      // dh^T += R @ dz^T.
+      run(PackedRecurrentProduct<Eigen::RowMajor>(r_data, units, g4, g4, max_rows));
+    }
     Eigen::Map<Eigen::RowVectorXf> d_b(d_bias->flat<float>().data(), g4);
     d_b = bias_shares[0];
     for (int64_t block = 1; block < blocks; ++block) d_b += bias_shares[block];
   }
+
+ private:
+  const bool bf16_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("SeqkitLstmBackward").Device(DEVICE_CPU), LstmBackward);
