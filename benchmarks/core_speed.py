@@ -206,7 +206,7 @@ def _training_variants(args, xla: dict) -> dict:
             args, weight_drop=args.weight_drop, **xla
         )
     if args.bf16_gradients:
-        variants["seqkit fused, bf16 weight gradients"] = seqkit_variant(args, **{**xla, "bf16_gradients": True})
+        variants["seqkit fused, bf16 weight gradients"] = seqkit_variant(args, native_kernels=False, bf16_gradients=True)
     if args.native_kernels:
         variants["seqkit fused, native kernels"] = seqkit_variant(args, native_kernels=True, bf16_gradients=False)
     if args.native_kernels and args.bf16_gradients:
