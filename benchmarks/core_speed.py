@@ -12,7 +12,8 @@ plain Keras ``model.fit`` of the same architecture.
     python benchmarks/core_speed.py --workload char --layers 2 --units 256 --batch-size 64
 
 ``--infer`` times the trainer's evaluation step (inference and loss) instead, with XLA's
-unrolled loop against the native kernels' forward loop, the first as the reference.
+unrolled loop against the native kernels' forward loop (on a GPU, against cuDNN), the
+first as the reference.
 """
 
 from __future__ import annotations
@@ -166,13 +167,18 @@ def main() -> None:
     parser.add_argument("--bf16-recurrence", action="store_true", help="also time the default step with bf16 recurrence")
     parser.add_argument("--steps", type=int, default=15, help="steps per timing window")
     parser.add_argument("--windows", type=int, default=5, help="timing windows per variant")
-    parser.add_argument("--infer", action="store_true", help="time the evaluation step: XLA against native kernels")
+    parser.add_argument("--infer", action="store_true", help="time the evaluation step: XLA against native kernels (cuDNN on a GPU)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
 
     # The XLA loops in one program: not the native kernels or bf16 weight gradients, the defaults where they pay.
     xla = {"native_kernels": False, "bf16_gradients": False}
-    if args.infer:
+    if args.infer and tf.config.list_logical_devices("GPU"):
+        variants = {
+            "seqkit evaluation, XLA": seqkit_variant(args, infer=True, cudnn=False, **xla),
+            "seqkit evaluation, cuDNN": seqkit_variant(args, infer=True, cudnn=True),
+        }
+    elif args.infer:
         variants = {
             "seqkit evaluation, XLA": seqkit_variant(args, infer=True, **xla),
             "seqkit evaluation, native kernels": seqkit_variant(args, infer=True, native_kernels=True, bf16_gradients=False),

@@ -16,6 +16,10 @@ Also: each training workload's achieved GFLOP/s in its recurrent matmuls against
 machine's single-precision matmul peak measured in the same run, and the peak memory of
 each framework on each training workload, each measured in a fresh process.
 PyTorch is optional (`pip install torch`); without it its rows are left out.
+
+On a machine where TensorFlow sees a GPU, every framework runs there: seqkit's rows are its
+cuDNN path against its portable XLA loops, PyTorch runs on CUDA, and the memory probes
+(resident host memory) are left out: run it with ``--skip-memory``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ try:
 except ImportError:
     torch = None
 
+GPUS = tf.config.list_physical_devices("GPU")
+TORCH_DEVICE = "cuda" if GPUS and torch is not None and torch.cuda.is_available() else "cpu"
+
 TRAINING = {
     "mnist 1x128": dict(workload="mnist", layers=1, units=128, dropout=0.0, batch_size=128),
     "mnist 3x256 dropout 0.5": dict(workload="mnist", layers=3, units=256, dropout=0.5, batch_size=100),
@@ -60,7 +67,7 @@ VOCAB, CHAR_STEPS, EMBEDDING = 65, 100, 64
 
 # -- PyTorch references -----------------------------------------------------------------------
 def torch_training(w: SimpleNamespace):
-    torch.set_num_threads(2)
+    torch.set_num_threads(2)  # on a GPU too: the host's share of the work
     char = w.workload == "char"
 
     class Net(torch.nn.Module):
@@ -74,15 +81,15 @@ def torch_training(w: SimpleNamespace):
             out, _ = self.lstm(self.embed(x) if char else x)
             return self.head(out if char else out[:, -1])
 
-    net = Net()
+    net = Net().to(TORCH_DEVICE)
     optimizer = torch.optim.Adam(net.parameters(), 2e-3)
     rng = np.random.default_rng(0)
     if char:
-        ids = torch.from_numpy(rng.integers(0, VOCAB, (w.batch_size, CHAR_STEPS + 1)))
+        ids = torch.from_numpy(rng.integers(0, VOCAB, (w.batch_size, CHAR_STEPS + 1))).to(TORCH_DEVICE)
         x, y = ids[:, :-1], ids[:, 1:].reshape(-1)
     else:
-        x = torch.from_numpy(rng.random((w.batch_size, 28, 28), dtype=np.float32))
-        y = torch.from_numpy(rng.integers(0, 10, w.batch_size))
+        x = torch.from_numpy(rng.random((w.batch_size, 28, 28), dtype=np.float32)).to(TORCH_DEVICE)
+        y = torch.from_numpy(rng.integers(0, 10, w.batch_size)).to(TORCH_DEVICE)
 
     def run(steps: int) -> float:
         start = time.perf_counter()
@@ -110,14 +117,16 @@ def recurrent_flops_per_sample(w: SimpleNamespace) -> float:
     return 3 * per_step * steps
 
 
-# seqkit's training steps, by their TrainConfig settings: the XLA step; native kernels (the
-# default on a CPU where they build); with bf16 weight gradients too (the default on a CPU
-# with bf16 dot products).
+# seqkit's training steps, by their TrainConfig settings. On a CPU: the XLA step; native
+# kernels (the default where they build); with bf16 weight gradients too (the default on a
+# CPU with bf16 dot products). On a GPU: cuDNN (the default) and the XLA step.
 SEQKIT_STEPS = {
-    "seqkit, XLA loops": {"native_kernels": False, "bf16_gradients": False},
+    "seqkit, XLA loops": {"cudnn": False, "native_kernels": False, "bf16_gradients": False},
     "seqkit, native kernels": {"native_kernels": True, "bf16_gradients": False},
     "seqkit, native + bf16 gradients": {"native_kernels": True, "bf16_gradients": True},
 }
+if GPUS:
+    SEQKIT_STEPS = {"seqkit, cuDNN": {"cudnn": True}, "seqkit, XLA loops": SEQKIT_STEPS["seqkit, XLA loops"]}
 
 
 def training_table(name: str, w: SimpleNamespace, args) -> dict:
@@ -142,8 +151,8 @@ def inference_table(args) -> dict:
     inputs = keras.Input((28, 28))
     reference = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.LSTM(128)(inputs)))
 
-    def seqkit_variant(native_kernels: bool):
-        forward = inference_function(ours, native_kernels=native_kernels)
+    def seqkit_variant(native_kernels: bool, gpu: bool = False):
+        forward = inference_function(ours, native_kernels=native_kernels, gpu=gpu)
 
         def run(calls):
             for _ in range(calls):
@@ -156,17 +165,18 @@ def inference_table(args) -> dict:
         for _ in range(calls):
             reference.predict(images, batch_size=1000, verbose=0)
 
-    variants = {"seqkit, XLA unrolled": seqkit_variant(False), "seqkit, native kernels": seqkit_variant(True),
-                "keras predict": keras_run}
+    fast = ("seqkit, cuDNN", seqkit_variant(False, gpu=True)) if GPUS else ("seqkit, native kernels", seqkit_variant(True))
+    variants = {"seqkit, XLA unrolled": seqkit_variant(False), fast[0]: fast[1], "keras predict": keras_run}
     if torch is not None:
-        lstm, head = torch.nn.LSTM(28, 128, batch_first=True), torch.nn.Linear(128, 10)
-        timages = torch.from_numpy(images)
+        lstm, head = torch.nn.LSTM(28, 128, batch_first=True).to(TORCH_DEVICE), torch.nn.Linear(128, 10).to(TORCH_DEVICE)
+        timages = torch.from_numpy(images).to(TORCH_DEVICE)
 
         def torch_run(calls):
             with torch.no_grad():
                 for _ in range(calls):
                     for i in range(0, 10_000, 1000):
-                        head(lstm(timages[i : i + 1000])[0][:, -1])
+                        out = head(lstm(timages[i : i + 1000])[0][:, -1])
+                out.cpu()
 
         variants["pytorch"] = torch_run
     return alternate(variants, 10_000, 1, args.windows)
@@ -213,15 +223,17 @@ def decoding_tables(args) -> tuple[dict, dict]:
 
     variants = {"seqkit": seqkit_run, "keras step loop": keras_run}
     if torch is not None:
-        tembed, tlstm, thead = torch.nn.Embedding(vocab.size, EMBEDDING), torch.nn.LSTM(EMBEDDING, 256, 2), torch.nn.Linear(256, vocab.size)
+        tembed, tlstm, thead = (m.to(TORCH_DEVICE) for m in (torch.nn.Embedding(vocab.size, EMBEDDING),
+                                torch.nn.LSTM(EMBEDDING, 256, 2), torch.nn.Linear(256, vocab.size)))
 
         def torch_run(calls):
             with torch.no_grad():
                 for _ in range(calls):
-                    ids, state = torch.tensor([[1]]), None
+                    ids, state = torch.tensor([[1]], device=TORCH_DEVICE), None
                     for _ in range(length):
                         out, state = tlstm(tembed(ids), state)
                         ids = torch.multinomial(torch.softmax(thead(out[-1]), -1), 1)
+                ids.cpu()
 
         variants["pytorch"] = torch_run
     sampling = alternate(variants, length, 1, args.windows)
@@ -301,16 +313,21 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=5, help="timing windows per framework")
     parser.add_argument("--sample-length", type=int, default=300)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even where it is installed")
     parser.add_argument("--memory-probe", nargs=2, metavar=("WORKLOAD", "FRAMEWORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
         return memory_probe(*args.memory_probe)
+    if args.no_torch:
+        global torch
+        torch = None
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # fail before the run, not after it
 
     frameworks = [*SEQKIT_STEPS, "keras fit"] + (["pytorch"] if torch is not None else [])
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores"
+        + "".join(f", {tf.config.experimental.get_device_details(g).get('device_name', g.name)}" for g in GPUS),
         "versions": f"tensorflow {tf.__version__}, keras {keras.__version__}"
         + (f", torch {torch.__version__}" if torch is not None else ", no torch"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),

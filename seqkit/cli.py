@@ -74,7 +74,7 @@ def _distribution_options(command):
 
 
 def _kernel_options(command):
-    """--native-kernels, --bf16-gradients and --bf16-recurrence, shared by the training commands."""
+    """--cudnn, --native-kernels, --bf16-gradients and --bf16-recurrence, shared by the training commands."""
     command = click.option(
         "--bf16-recurrence/--no-bf16-recurrence", default=None,
         help="The native LSTM loops' step products from bfloat16 values, about 1.2x faster training [off].",
@@ -83,9 +83,13 @@ def _kernel_options(command):
         "--bf16-gradients/--no-bf16-gradients", default=None,
         help="LSTM weight gradients from bfloat16 matmuls [on for LSTMs on a CPU with bf16 dot products].",
     )(command)
-    return click.option(
+    command = click.option(
         "--native-kernels/--no-native-kernels", default=None,
         help="LSTM loops as seqkit's C++ kernels, built on first use [on for LSTMs on a CPU where they build].",
+    )(command)
+    return click.option(
+        "--cudnn/--no-cudnn", default=None,
+        help="Recurrent layers as NVIDIA cuDNN kernels [on on a GPU, except for peephole or unrolled layers].",
     )(command)
 
 

@@ -5,10 +5,14 @@ import pytest
 import tensorflow as tf
 import keras
 
-from seqkit.core import SequenceEncoder
+from seqkit.core import SequenceEncoder, cudnn
 from seqkit.core.fused import cpu_has_bf16
 from seqkit.core.train import Trainer, TrainConfig, inference_function, make_optimizer
 from seqkit.errors import SeqkitError
+
+
+# The CPU's defaults (native kernels, bf16 gradients) are off on a GPU, where cuDNN trains.
+cpu_defaults = pytest.mark.skipif(cudnn.available(), reason="checks the defaults on a CPU")
 
 
 def _toy_task(n=256, steps=6, seed=0):
@@ -88,6 +92,7 @@ def _lstm_or(cell):
     return model
 
 
+@cpu_defaults
 @pytest.mark.parametrize("has_bf16, cell, expected", [(True, "lstm", True), (True, "gru", False), (False, "lstm", False)])
 def test_bf16_gradients_by_default_only_where_they_pay(monkeypatch, has_bf16, cell, expected):
     import seqkit.core.train as train_module
@@ -99,6 +104,7 @@ def test_bf16_gradients_by_default_only_where_they_pay(monkeypatch, has_bf16, ce
             Trainer(_lstm_or(cell), TrainConfig(bf16_gradients=True), 1)
 
 
+@cpu_defaults
 @pytest.mark.parametrize("builds, cell, expected", [(True, "lstm", True), (True, "gru", False), (False, "lstm", False)])
 def test_native_kernels_by_default_where_they_build(monkeypatch, builds, cell, expected):
     """Where the kernels cannot be built (no compiler) training keeps the XLA loops; asked
@@ -121,6 +127,7 @@ def test_bf16_recurrence_needs_the_native_kernels():
         Trainer(_lstm_or("lstm"), TrainConfig(native_kernels=False, bf16_recurrence=True), 1)
 
 
+@cpu_defaults
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_inference_function_runs_the_native_kernels_where_training_would(cell):
     """One compiled call for batches: native kernels by default for fused LSTMs, XLA for

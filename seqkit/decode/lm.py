@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from seqkit.core import cudnn
 from seqkit.errors import SeqkitError
 from seqkit.text.vocab import UNKNOWN_ID, Vocabulary, describe
 
@@ -71,7 +72,8 @@ class CharLM:
     # -- compiled pieces -----------------------------------------------------------------------
     def _prime_fn(self, ids):
         """Run prime ids [batch, time]; return the last step's log-probs and the states."""
-        out, states = self.encoder.run(self.embedding(ids))
+        with cudnn.gpu_step(cudnn.available()):
+            out, states = self.encoder.run(self.embedding(ids))
         return tf.nn.log_softmax(self.logits_layer(out[:, -1])), states
 
     def step_fn(self, ids, states):
