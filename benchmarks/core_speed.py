@@ -22,7 +22,6 @@ import argparse
 import importlib
 import json
 import os
-import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -31,8 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-
-VOCAB, CHAR_STEPS = 65, 100
+from workloads import CHAR_STEPS, VOCAB, alternate  # noqa: E402
 
 
 def dataset(args) -> tf.data.Dataset:
@@ -101,23 +99,6 @@ def seqkit_variant(
         return time.perf_counter() - start
 
     return run
-
-
-def alternate(variants: dict, units_per_call: float, calls: int, windows: int) -> dict:
-    """Median rate (units/s) of each variant over ``windows`` alternating timing windows.
-
-    ``run(calls)`` returns the seconds its calls took, or None to be timed from outside
-    (training variants time their steps themselves; see `keras_variant`)."""
-    for run in variants.values():
-        run(1)  # compile and warm up
-    rates = {name: [] for name in variants}
-    for _ in range(windows):
-        for name, run in variants.items():
-            start = time.perf_counter()
-            seconds = run(calls)
-            seconds = time.perf_counter() - start if seconds is None else seconds
-            rates[name].append(calls * units_per_call / seconds)
-    return {name: {"median": statistics.median(v), "windows": v} for name, v in rates.items()}
 
 
 class _StepClock(keras.callbacks.Callback):

@@ -43,7 +43,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from core_speed import alternate, keras_variant, seqkit_variant  # noqa: E402
+from core_speed import keras_variant, seqkit_variant  # noqa: E402
+from workloads import CHAR_STEPS, EMBEDDING, TRAINING, VOCAB, alternate  # noqa: E402
 
 from seqkit.core import SequenceEncoder  # noqa: E402
 from seqkit.core.train import inference_function  # noqa: E402
@@ -51,59 +52,12 @@ from seqkit.mnist.bench import machine_gflops, peak_memory_mib  # noqa: E402
 
 try:
     import torch
+    import torch_reference
 except ImportError:
-    torch = None
+    torch = torch_reference = None
 
 GPUS = tf.config.list_physical_devices("GPU")
 TORCH_DEVICE = "cuda" if GPUS and torch is not None and torch.cuda.is_available() else "cpu"
-
-TRAINING = {
-    "mnist 1x128": dict(workload="mnist", layers=1, units=128, dropout=0.0, batch_size=128),
-    "mnist 3x256 dropout 0.5": dict(workload="mnist", layers=3, units=256, dropout=0.5, batch_size=100),
-    "char 2x256": dict(workload="char", layers=2, units=256, dropout=0.0, batch_size=64),
-}
-VOCAB, CHAR_STEPS, EMBEDDING = 65, 100, 64
-
-
-# -- PyTorch references -----------------------------------------------------------------------
-def torch_training(w: SimpleNamespace):
-    torch.set_num_threads(2)  # on a GPU too: the host's share of the work
-    char = w.workload == "char"
-
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = torch.nn.Embedding(VOCAB, EMBEDDING) if char else None
-            self.lstm = torch.nn.LSTM(EMBEDDING if char else 28, w.units, w.layers, batch_first=True, dropout=w.dropout)
-            self.head = torch.nn.Linear(w.units, VOCAB if char else 10)
-
-        def forward(self, x):
-            out, _ = self.lstm(self.embed(x) if char else x)
-            return self.head(out if char else out[:, -1])
-
-    net = Net().to(TORCH_DEVICE)
-    optimizer = torch.optim.Adam(net.parameters(), 2e-3)
-    rng = np.random.default_rng(0)
-    if char:
-        ids = torch.from_numpy(rng.integers(0, VOCAB, (w.batch_size, CHAR_STEPS + 1))).to(TORCH_DEVICE)
-        x, y = ids[:, :-1], ids[:, 1:].reshape(-1)
-    else:
-        x = torch.from_numpy(rng.random((w.batch_size, 28, 28), dtype=np.float32)).to(TORCH_DEVICE)
-        y = torch.from_numpy(rng.integers(0, 10, w.batch_size)).to(TORCH_DEVICE)
-
-    def run(steps: int) -> float:
-        start = time.perf_counter()
-        for _ in range(steps):
-            optimizer.zero_grad()
-            logits = net(x)
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            optimizer.step()
-        float(loss.detach())
-        return time.perf_counter() - start
-
-    return run
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -133,7 +87,7 @@ def training_table(name: str, w: SimpleNamespace, args) -> dict:
     variants = {step: seqkit_variant(w, **options) for step, options in SEQKIT_STEPS.items()}
     variants["keras fit"] = keras_variant(w)
     if torch is not None:
-        variants["pytorch"] = torch_training(w)
+        variants["pytorch"] = torch_reference.training(w, TORCH_DEVICE)
     per_call = w.batch_size * (CHAR_STEPS if w.workload == "char" else 1)
     result = alternate(variants, per_call, args.steps, args.windows)
     flops = recurrent_flops_per_sample(w) / (CHAR_STEPS if w.workload == "char" else 1)
@@ -168,17 +122,7 @@ def inference_table(args) -> dict:
     fast = ("seqkit, cuDNN", seqkit_variant(False, gpu=True)) if GPUS else ("seqkit, native kernels", seqkit_variant(True))
     variants = {"seqkit, XLA unrolled": seqkit_variant(False), fast[0]: fast[1], "keras predict": keras_run}
     if torch is not None:
-        lstm, head = torch.nn.LSTM(28, 128, batch_first=True).to(TORCH_DEVICE), torch.nn.Linear(128, 10).to(TORCH_DEVICE)
-        timages = torch.from_numpy(images).to(TORCH_DEVICE)
-
-        def torch_run(calls):
-            with torch.no_grad():
-                for _ in range(calls):
-                    for i in range(0, 10_000, 1000):
-                        out = head(lstm(timages[i : i + 1000])[0][:, -1])
-                out.cpu()
-
-        variants["pytorch"] = torch_run
+        variants["pytorch"] = torch_reference.inference(images, TORCH_DEVICE)
     return alternate(variants, 10_000, 1, args.windows)
 
 
@@ -223,19 +167,7 @@ def decoding_tables(args) -> tuple[dict, dict]:
 
     variants = {"seqkit": seqkit_run, "keras step loop": keras_run}
     if torch is not None:
-        tembed, tlstm, thead = (m.to(TORCH_DEVICE) for m in (torch.nn.Embedding(vocab.size, EMBEDDING),
-                                torch.nn.LSTM(EMBEDDING, 256, 2), torch.nn.Linear(256, vocab.size)))
-
-        def torch_run(calls):
-            with torch.no_grad():
-                for _ in range(calls):
-                    ids, state = torch.tensor([[1]], device=TORCH_DEVICE), None
-                    for _ in range(length):
-                        out, state = tlstm(tembed(ids), state)
-                        ids = torch.multinomial(torch.softmax(thead(out[-1]), -1), 1)
-                ids.cpu()
-
-        variants["pytorch"] = torch_run
+        variants["pytorch"] = torch_reference.sampling(length, TORCH_DEVICE)
     sampling = alternate(variants, length, 1, args.windows)
     times = []
     for _ in range(args.windows + 1):
@@ -265,7 +197,7 @@ def memory_probe(name: str, framework: str, steps: int = 5) -> None:
     if framework in SEQKIT_STEPS:
         run = seqkit_variant(w, **SEQKIT_STEPS[framework])
     else:
-        run = {"keras fit": keras_variant, "pytorch": torch_training}[framework](w)
+        run = keras_variant(w) if framework == "keras fit" else torch_reference.training(w, TORCH_DEVICE)
     run(steps)
     print(json.dumps({"peak_memory_mib": own_peak_mib() - baseline, "after_imports_mib": baseline}))
 

@@ -1,0 +1,35 @@
+"""The benchmark workloads' shapes and the alternating timer, shared by the scripts here.
+
+Imports neither TensorFlow nor PyTorch, so that each framework's script can run alone.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+VOCAB, CHAR_STEPS, EMBEDDING = 65, 100, 64  # the character workload: symbols, steps, embedding width
+
+# The harness's training workloads (row-MNIST: 28 steps of 28 features, 10 classes).
+TRAINING = {
+    "mnist 1x128": dict(workload="mnist", layers=1, units=128, dropout=0.0, batch_size=128),
+    "mnist 3x256 dropout 0.5": dict(workload="mnist", layers=3, units=256, dropout=0.5, batch_size=100),
+    "char 2x256": dict(workload="char", layers=2, units=256, dropout=0.0, batch_size=64),
+}
+
+
+def alternate(variants: dict, units_per_call: float, calls: int, windows: int) -> dict:
+    """Median rate (units/s) of each variant over ``windows`` alternating timing windows.
+
+    ``run(calls)`` returns the seconds its calls took, or None to be timed from outside
+    (training variants time their steps themselves; see `core_speed.keras_variant`)."""
+    for run in variants.values():
+        run(1)  # compile and warm up
+    rates = {name: [] for name in variants}
+    for _ in range(windows):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            seconds = run(calls)
+            seconds = time.perf_counter() - start if seconds is None else seconds
+            rates[name].append(calls * units_per_call / seconds)
+    return {name: {"median": statistics.median(v), "windows": v} for name, v in rates.items()}
