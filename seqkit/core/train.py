@@ -184,7 +184,7 @@ def _resolve(model: keras.Model, setting: bool | None, what: str, pays: Callable
     on_gpu = bool(tf.config.list_logical_devices("GPU"))
     if setting is None:
         return bool(encoders) and not others and on_gpu == gpu and pays()
-    needs = "LSTM, GRU and tanh RNN layers (float32 or float16, not unrolled)" if gpu else "the fused LSTM"
+    needs = "LSTM, GRU and tanh RNN layers (in float16, 32 or 64; not unrolled)" if gpu else "the fused LSTM"
     if setting and others:
         raise SeqkitError(f"{what} are for {needs}, and {', '.join(others)} is not one: train without them.")
     if setting and gpu and not pays():
