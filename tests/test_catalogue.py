@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from seqkit.cli import main
+from seqkit.core import cudnn
 from seqkit.core.train import TrainConfig
 from seqkit.text.train import CharConfig, train_char
 
@@ -154,3 +155,11 @@ def test_a_full_disk_under_out_keeps_the_folder_consistent(trained, tmp_path):
     assert "free disk space" in result.stderr and "Traceback" not in result.stderr
     assert not (out / "checkpoints" / "checkpoint").exists()
     assert not list((out / "checkpoints").glob("*_temp"))
+
+
+@pytest.mark.skipif(cudnn.available(), reason="checks a machine without a GPU")
+@pytest.mark.parametrize("cell, says", [("lstm", "cuDNN kernels need an NVIDIA GPU that TensorFlow sees"),
+                                        ("peephole", "and encoder (peephole) is not one")])
+def test_cudnn_asked_for_where_it_cannot_run(trained, tmp_path, cell, says):
+    code, line = _seqkit("train-char", str(trained[0]), "--out", str(tmp_path / "o"), *TINY, "--cell", cell, "--cudnn")
+    assert code == 1 and says in line and "train without them" in line
