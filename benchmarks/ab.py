@@ -1,13 +1,16 @@
-"""A/B of the training step: the working tree's seqkit against another git revision's, in one process.
+"""A/B of the training step (or inference, or sampling): the working tree's seqkit against another git revision's, in one process.
 
     python benchmarks/ab.py --rev HEAD --workload mnist --layers 1 --units 128 --steps 30
     python benchmarks/ab.py --rev HEAD --workload char --layers 2 --units 256 --batch-size 64 --steps 6 --windows 4
+    python benchmarks/ab.py --rev HEAD --sample 300 --steps 5 --windows 9
 
 Two processes on this 2-core machine differ by more than most levers, so a lever is judged
 here: the revision's ``seqkit`` is extracted with ``git archive`` into a temporary folder and
 renamed ``seqkit_<rev>`` (imports and Keras registrations included), both are built on the
 same random data and timed in alternating windows, with plain Keras ``fit`` as a third
-column. ``--infer`` times the evaluation step (inference) instead of the training step.
+column. ``--infer`` times the evaluation step (inference) instead of the training step;
+``--sample N`` times sampling N characters from one stream of the harness's 2 x 256
+character model (``seqkit.decode.search.sample``, prime included).
 Both sides take the API's defaults (native kernels where they build), the flags turn options
 on for the working tree; a revision whose C++ kernels differ from the tree's cannot share
 the process (alternate whole runs instead).
@@ -28,6 +31,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import numpy as np  # noqa: E402
 from core_speed import alternate, keras_variant, predictions_per_example, seqkit_variant  # noqa: E402
 
 
@@ -55,6 +59,21 @@ def import_revision(rev: str):
     return importlib.import_module(name)
 
 
+def sampling_variant(package: str, length: int):
+    """``run(calls)``: ``calls`` samples of ``length`` characters with ``package``'s seqkit."""
+    lm_module, model, search = (importlib.import_module(f"{package}.{m}") for m in ("decode.lm", "text.model", "decode.search"))
+    samplers, vocabulary = (importlib.import_module(f"{package}.{m}") for m in ("decode.samplers", "text.vocab"))
+    vocab = vocabulary.Vocabulary.from_points(np.arange(32, 96))
+    lm = lm_module.CharLM(model.build_char_model(model.CharModelConfig(vocab.size, 64, "lstm", 2, 256)), vocab)
+    prime = lm.encode_prime("TO BE OR NOT TO BE")
+
+    def run(calls):
+        for seed in range(calls):
+            search.sample(lm, prime, length, samplers.Sampler(), seed=seed)
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rev", default="HEAD", help="git revision to compare the working tree with")
@@ -66,19 +85,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps per timing window")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--infer", action="store_true", help="time the evaluation step")
+    parser.add_argument("--sample", type=int, metavar="N", help="time sampling N characters instead")
     parser.add_argument("--bf16-gradients", action="store_true", help="the working tree's step with bf16 weight gradients")
     parser.add_argument("--native-kernels", action="store_true", help="the working tree's step with native LSTM kernels")
     args = parser.parse_args()
 
     # Only the options that are on: left off, the tree takes the API defaults, as the revision does.
     options = {name: True for name in ("bf16_gradients", "native_kernels") if getattr(args, name)}
-    variants = {
-        "working tree": seqkit_variant(args, infer=args.infer, **options),
-        args.rev: seqkit_variant(args, package=import_revision(args.rev).__name__, infer=args.infer),
-    }
-    if not args.infer:
-        variants["keras fit"] = keras_variant(args)
-    figures = alternate(variants, args.batch_size * predictions_per_example(args), args.steps, args.windows)
+    if args.sample:
+        variants = {"working tree": sampling_variant("seqkit", args.sample),
+                    args.rev: sampling_variant(import_revision(args.rev).__name__, args.sample)}
+        figures = alternate(variants, args.sample, args.steps, args.windows)
+    else:
+        variants = {
+            "working tree": seqkit_variant(args, infer=args.infer, **options),
+            args.rev: seqkit_variant(args, package=import_revision(args.rev).__name__, infer=args.infer),
+        }
+        if not args.infer:
+            variants["keras fit"] = keras_variant(args)
+        figures = alternate(variants, args.batch_size * predictions_per_example(args), args.steps, args.windows)
     reference = figures["working tree"]["median"]
     for name, figure in figures.items():
         print(f"{name}: {figure['median']:,.0f}/s ({figure['median'] / reference:.2f}x)")

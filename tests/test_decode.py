@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,7 +18,9 @@ from seqkit.decode.lm import CharLM
 from seqkit.decode.samplers import Sampler, filter_logits
 from seqkit.decode.search import beam_search, prediction_tree, sample, score
 from seqkit.errors import SeqkitError
+from seqkit.text.model import CharModelConfig, build_char_model
 from seqkit.text.train import CharConfig, train_char
+from seqkit.text.vocab import Vocabulary
 
 from conftest import REPO
 
@@ -81,6 +84,18 @@ def test_beam_one_is_greedy(lm):
     prime = lm.encode_prime("b")
     greedy = sample(lm, prime, 12, Sampler(greedy=True))
     assert beam_search(lm, prime, width=1, length=12)[0].text == greedy
+
+
+@pytest.mark.parametrize("prime_text", ["q", "the quick brown fox j"])  # one padding bucket, then the next
+def test_sampling_continues_from_the_state_after_the_prime(prime_text):
+    # The sampling loop runs the prime step by step inside itself; beam search runs it as one
+    # sequence. An untrained model, whose predictions (unlike the tiny trained one's) depend
+    # on every character of the prime.
+    keras.utils.set_random_seed(3)
+    vocab = Vocabulary.from_points(np.arange(ord(" "), ord("z") + 1))
+    untrained = CharLM(build_char_model(CharModelConfig(vocab.size, 16, "lstm", 2, 32)), vocab)
+    prime = untrained.encode_prime(prime_text)
+    assert sample(untrained, prime, 30, Sampler(greedy=True)) == beam_search(untrained, prime, 1, 30)[0].text
 
 
 def test_sampling_is_reproducible_with_a_seed(lm):

@@ -1,6 +1,6 @@
 """Generation from a loaded :class:`CharLM`: sampling, beam search, the prediction tree, scores.
 
-Sampling runs its whole loop inside one compiled graph; beam search keeps every beam in one
+Sampling runs the prime and its whole loop inside one compiled graph; beam search keeps every beam in one
 batch and reorders the states when beams are chosen; the tree expands one level per
 batched call.
 """
@@ -27,24 +27,29 @@ def _check_length(length: int) -> None:
 def sample(lm: CharLM, prime_ids: np.ndarray, length: int, sampler: Sampler, seed: int = 0) -> str:
     """``length`` characters continuing the prime, drawn by ``sampler``."""
     _check_length(length)
-    log_probs, states = lm.prime(prime_ids)
     if sampler not in lm.sample_loops:
         lm.sample_loops[sampler] = _compile_sample_loop(lm, sampler)
-    ids = lm.sample_loops[sampler](log_probs, states, tf.constant(length), tf.constant([seed, 0], tf.int64))
+    # Padded to a power of two, so that primes of similar lengths share one XLA program.
+    padded = np.zeros(max(16, 1 << (prime_ids.size - 1).bit_length()), np.int32)
+    padded[: prime_ids.size] = prime_ids
+    ids = lm.sample_loops[sampler](padded, tf.constant(prime_ids.size), tf.constant(length), tf.constant([seed, 0], tf.int64))
     return lm.vocab.decode(ids.numpy())
 
 
 def _compile_sample_loop(lm: CharLM, sampler: Sampler):
     @tf.function(reduce_retracing=True, autograph=False, jit_compile=True)
-    def loop(log_probs, states, length, seed):
+    def loop(prime, prime_length, length, seed):
+        # The prime runs through the same loop, one step per character, rather than as a
+        # separate call over the whole sequence (which took 6 of 40 ms for 300 characters).
         def body(i, log_probs, states, out):
-            ids = sampler(log_probs, tf.random.experimental.stateless_fold_in(seed, i))
+            drawn = sampler(log_probs, tf.random.experimental.stateless_fold_in(seed, i - prime_length))
+            ids = tf.where(i < prime_length, prime[tf.minimum(i, prime_length - 1)][None], drawn)
             log_probs, states = lm.step_fn(ids, states)
-            return i + 1, log_probs, states, out.write(i, ids[0])
+            out = tf.tensor_scatter_nd_update(out, [[tf.maximum(i - prime_length, 0)]], ids)
+            return i + 1, log_probs, states, out
 
-        out = tf.TensorArray(tf.int32, size=length)
-        _, _, _, out = tf.while_loop(lambda i, *_: i < length, body, (0, log_probs, states, out))
-        return out.stack()
+        start = (0, tf.zeros([1, lm.vocab.size]), lm.encoder.get_initial_state(1), tf.zeros([length], tf.int32))
+        return tf.while_loop(lambda i, *_: i < prime_length + length, body, start)[3]
 
     return loop
 
