@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from core_speed import keras_variant, seqkit_variant  # noqa: E402
 from workloads import CHAR_STEPS, EMBEDDING, TRAINING, VOCAB, alternate  # noqa: E402
 
-from seqkit.core import SequenceEncoder  # noqa: E402
+from seqkit.core import SequenceEncoder, native  # noqa: E402
 from seqkit.core.train import inference_function  # noqa: E402
 from seqkit.mnist.bench import machine_gflops, peak_memory_mib  # noqa: E402
 
@@ -238,6 +238,21 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cpu_description() -> str:
+    """The CPU's model and the vector extensions that decide which of seqkit's CPU paths run:
+    results differ most between CPUs with and without AVX-512 and bf16 dot products."""
+    flags = set(native.cpu_flags())
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        model = ""
+    model = model or platform.processor() or "unknown CPU"
+    wide = [name for flag, name in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX BF16"))
+            if flag in flags]
+    return f"{model} ({', '.join(wide) or ('AVX2, no AVX-512' if 'avx2' in flags else 'no AVX2')})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="harness-results", help="writes OUT.json and OUT.md")
@@ -258,7 +273,7 @@ def main() -> None:
     frameworks = [*SEQKIT_STEPS, "keras fit"] + (["pytorch"] if torch is not None else [])
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores"
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_description()}"
         + "".join(f", {tf.config.experimental.get_device_details(g).get('device_name', g.name)}" for g in GPUS),
         "versions": f"tensorflow {tf.__version__}, keras {keras.__version__}"
         + (f", torch {torch.__version__}" if torch is not None else ", no torch"),

@@ -1,0 +1,80 @@
+"""How close single-stream sampling is to its floor: the weight matrices read per character.
+
+    python benchmarks/sampling_floor.py
+
+One stream of the harness's 2 x 256 character model multiplies a single row by every weight
+matrix (embedding-to-gates, two recurrent, one layer-to-layer, the head: 3.3 MiB in float32)
+for each character, so its speed is bounded by how fast one core streams those matrices
+from cache. In one process, alternating: the five products alone, in one XLA while loop
+(nothing else in it), and ``seqkit.decode.search.sample`` (prime, gates, sampling, all of
+it); the first gives the ceiling in characters/s, the ratio says how much is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from workloads import EMBEDDING, VOCAB  # noqa: E402
+
+from seqkit.decode.lm import CharLM  # noqa: E402
+from seqkit.decode.samplers import Sampler  # noqa: E402
+from seqkit.decode.search import sample  # noqa: E402
+from seqkit.text.model import CharModelConfig, build_char_model  # noqa: E402
+from seqkit.text.vocab import Vocabulary  # noqa: E402
+
+UNITS = 256
+
+
+def products_only(length: int):
+    """``run()``: ``length`` steps of the five single-row products, each fed by the last."""
+    shapes = [(EMBEDDING, 4 * UNITS), (UNITS, 4 * UNITS), (UNITS, 4 * UNITS), (UNITS, 4 * UNITS), (UNITS, VOCAB)]
+    weights = [tf.Variable(tf.random.normal(shape, stddev=0.05)) for shape in shapes]
+
+    @tf.function(jit_compile=True, autograph=False)
+    def loop(h):
+        def body(i, h):
+            # Each product depends on h, so none can be hoisted out of the loop.
+            total = sum(tf.reduce_sum(tf.tanh(tf.matmul(h[:, : w.shape[0]], w))[:, :1]) for w in weights)
+            return i + 1, h + total
+
+        return tf.while_loop(lambda i, _: i < length, body, (0, h))[1]
+
+    h = tf.random.normal([1, UNITS])
+    megabytes = sum(int(np.prod(shape)) for shape in shapes) * 4 / 2**20
+    return lambda: loop(h).numpy(), megabytes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--length", type=int, default=300, help="characters per call")
+    parser.add_argument("--windows", type=int, default=9)
+    args = parser.parse_args()
+    vocab = Vocabulary.from_points(np.arange(32, 32 + VOCAB - 1))
+    lm = CharLM(build_char_model(CharModelConfig(vocab.size, EMBEDDING, "lstm", 2, UNITS)), vocab)
+    prime, sampler = lm.encode_prime("TO BE OR NOT TO BE"), Sampler()
+    floor, megabytes = products_only(args.length)
+    variants = {"products only": floor, "sample()": lambda: sample(lm, prime, args.length, sampler)}
+    seconds = {name: [] for name in variants}
+    for run in variants.values():
+        run()  # compile
+    for _ in range(args.windows):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - start)
+    rates = {name: args.length / statistics.median(v) for name, v in seconds.items()}
+    step_us = 1e6 / rates["products only"]
+    print(f"products only: {rates['products only']:,.0f} chars/s ({step_us:.1f} us a step, "
+          f"{megabytes:.2f} MiB of weights at {megabytes * 2**20 / step_us / 1e3:.1f} GB/s)")
+    print(f"sample(): {rates['sample()']:,.0f} chars/s, {rates['sample()'] / rates['products only']:.0%} of the products' rate")
+
+
+if __name__ == "__main__":
+    main()
