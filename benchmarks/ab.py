@@ -52,9 +52,9 @@ def import_revision(rev: str):
                  "both: compare them by alternating whole runs.")
     for source in (root / name).rglob("*.py"):
         text = re.sub(r"\b(from|import) seqkit\b", rf"\1 {name}", source.read_text())
-        if theirs.is_file():
-            text = text.replace(f"from {name}.core import native", "from seqkit.core import native")
         source.write_text(text.replace('package="seqkit"', f'package="{name}"'))
+    if theirs.is_file():  # however the revision imports its native module, it gets the tree's
+        sys.modules[f"{name}.core.native"] = importlib.import_module("seqkit.core.native")
     sys.path.insert(0, str(root))
     return importlib.import_module(name)
 
