@@ -1,4 +1,5 @@
-"""A/B of the training step (or inference, or sampling): the working tree's seqkit against another git revision's, in one process.
+"""A/B of the training step (or inference, or sampling): the working tree's seqkit against
+another git revision's, in one process.
 
     python benchmarks/ab.py --rev HEAD --workload mnist --layers 1 --units 128 --steps 30
     python benchmarks/ab.py --rev HEAD --workload char --layers 2 --units 256 --batch-size 64 --steps 6 --windows 4
@@ -31,8 +32,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
 from core_speed import alternate, keras_variant, predictions_per_example, seqkit_variant  # noqa: E402
+from workloads import sampling_workload  # noqa: E402
 
 
 def import_revision(rev: str):
@@ -61,11 +62,8 @@ def import_revision(rev: str):
 
 def sampling_variant(package: str, length: int):
     """``run(calls)``: ``calls`` samples of ``length`` characters with ``package``'s seqkit."""
-    lm_module, model, search = (importlib.import_module(f"{package}.{m}") for m in ("decode.lm", "text.model", "decode.search"))
-    samplers, vocabulary = (importlib.import_module(f"{package}.{m}") for m in ("decode.samplers", "text.vocab"))
-    vocab = vocabulary.Vocabulary.from_points(np.arange(32, 96))
-    lm = lm_module.CharLM(model.build_char_model(model.CharModelConfig(vocab.size, 64, "lstm", 2, 256)), vocab)
-    prime = lm.encode_prime("TO BE OR NOT TO BE")
+    lm, prime = sampling_workload(package)
+    search, samplers = (importlib.import_module(f"{package}.decode.{m}") for m in ("search", "samplers"))
 
     def run(calls):
         for seed in range(calls):

@@ -44,7 +44,7 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from core_speed import keras_variant, seqkit_variant  # noqa: E402
-from workloads import CHAR_STEPS, EMBEDDING, TRAINING, VOCAB, alternate  # noqa: E402
+from workloads import CHAR_STEPS, EMBEDDING, SAMPLING_UNITS, TRAINING, alternate, sampling_workload  # noqa: E402
 
 from seqkit.core import SequenceEncoder, native  # noqa: E402
 from seqkit.core.train import inference_function  # noqa: E402
@@ -128,23 +128,18 @@ def inference_table(args) -> dict:
 
 # -- decoding -------------------------------------------------------------------------------
 def decoding_tables(args) -> tuple[dict, dict]:
-    from seqkit.decode.lm import CharLM
     from seqkit.decode.samplers import Sampler
     from seqkit.decode.search import beam_search, sample
-    from seqkit.text.model import CharModelConfig, build_char_model
-    from seqkit.text.vocab import Vocabulary
 
-    vocab = Vocabulary.from_points(np.arange(32, 32 + VOCAB - 1))
-    lm = CharLM(build_char_model(CharModelConfig(vocab.size, EMBEDDING, "lstm", 2, 256)), vocab)
-    prime = lm.encode_prime("TO BE OR NOT TO BE")  # the vocabulary is ASCII 32 to 95
-    length = args.sample_length
+    lm, prime = sampling_workload()
+    vocab, length = lm.vocab, args.sample_length
 
     def seqkit_run(calls):
         for i in range(calls):
             sample(lm, prime, length, Sampler(), seed=i)
 
     # Plain Keras: the same layers, one step per call from Python, state carried by hand.
-    embed, cells = keras.layers.Embedding(vocab.size, EMBEDDING), [keras.layers.LSTMCell(256) for _ in range(2)]
+    embed, cells = keras.layers.Embedding(vocab.size, EMBEDDING), [keras.layers.LSTMCell(SAMPLING_UNITS) for _ in range(2)]
     head = keras.layers.Dense(vocab.size)
 
     @tf.function
@@ -160,7 +155,7 @@ def decoding_tables(args) -> tuple[dict, dict]:
     def keras_run(calls):
         for i in range(calls):
             ids = tf.constant([1])
-            states = [[tf.zeros((1, 256)), tf.zeros((1, 256))] for _ in cells]
+            states = [[tf.zeros((1, SAMPLING_UNITS)), tf.zeros((1, SAMPLING_UNITS))] for _ in cells]
             for t in range(length):
                 ids, states = keras_step(ids, states, tf.constant([i, t]))
             int(ids[0])

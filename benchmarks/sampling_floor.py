@@ -21,15 +21,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from workloads import EMBEDDING, VOCAB  # noqa: E402
+from workloads import EMBEDDING, SAMPLING_UNITS as UNITS, VOCAB, sampling_workload  # noqa: E402
 
-from seqkit.decode.lm import CharLM  # noqa: E402
 from seqkit.decode.samplers import Sampler  # noqa: E402
 from seqkit.decode.search import sample  # noqa: E402
-from seqkit.text.model import CharModelConfig, build_char_model  # noqa: E402
-from seqkit.text.vocab import Vocabulary  # noqa: E402
-
-UNITS = 256
 
 
 def products_only(length: int):
@@ -56,9 +51,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=300, help="characters per call")
     parser.add_argument("--windows", type=int, default=9)
     args = parser.parse_args()
-    vocab = Vocabulary.from_points(np.arange(32, 32 + VOCAB - 1))
-    lm = CharLM(build_char_model(CharModelConfig(vocab.size, EMBEDDING, "lstm", 2, UNITS)), vocab)
-    prime, sampler = lm.encode_prime("TO BE OR NOT TO BE"), Sampler()
+    (lm, prime), sampler = sampling_workload(), Sampler()
     floor, megabytes = products_only(args.length)
     variants = {"products only": floor, "sample()": lambda: sample(lm, prime, args.length, sampler)}
     seconds = {name: [] for name in variants}

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from workloads import CHAR_STEPS, EMBEDDING, TRAINING, VOCAB, alternate
+from workloads import CHAR_STEPS, EMBEDDING, SAMPLING_UNITS, TRAINING, VOCAB, alternate
 
 
 def training(w: SimpleNamespace, device: str):
@@ -81,7 +81,7 @@ def inference(images: np.ndarray, device: str):
 def sampling(length: int, device: str):
     """``run(calls)``: ``calls`` streams of ``length`` characters from a 2 x LSTM 256 model, one step at a time."""
     embed, lstm, head = (m.to(device) for m in (torch.nn.Embedding(VOCAB, EMBEDDING),
-                         torch.nn.LSTM(EMBEDDING, 256, 2), torch.nn.Linear(256, VOCAB)))
+                         torch.nn.LSTM(EMBEDDING, SAMPLING_UNITS, 2), torch.nn.Linear(SAMPLING_UNITS, VOCAB)))
 
     def run(calls):
         with torch.no_grad():

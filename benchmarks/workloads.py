@@ -1,14 +1,17 @@
 """The benchmark workloads' shapes and the alternating timer, shared by the scripts here.
 
-Imports neither TensorFlow nor PyTorch, so that each framework's script can run alone.
+Imports neither TensorFlow nor PyTorch, so that each framework's script can run alone
+(``sampling_workload`` imports seqkit, and with it TensorFlow, when called).
 """
 
 from __future__ import annotations
 
+import importlib
 import statistics
 import time
 
 VOCAB, CHAR_STEPS, EMBEDDING = 65, 100, 64  # the character workload: symbols, steps, embedding width
+SAMPLING_UNITS = 256  # the sampling workload's model: 2 x LSTM of this width, untrained
 
 # The harness's training workloads (row-MNIST: 28 steps of 28 features, 10 classes).
 TRAINING = {
@@ -33,3 +36,12 @@ def alternate(variants: dict, units_per_call: float, calls: int, windows: int) -
             seconds = time.perf_counter() - start if seconds is None else seconds
             rates[name].append(calls * units_per_call / seconds)
     return {name: {"median": statistics.median(v), "windows": v} for name, v in rates.items()}
+
+
+def sampling_workload(package: str = "seqkit"):
+    """The sampling workload built with ``package`` (``ab.py`` passes a revision's copy of
+    seqkit): an untrained 2 x 256 character model on ASCII 32 to 95, and its prime's ids."""
+    lm, model, vocabulary = (importlib.import_module(f"{package}.{m}") for m in ("decode.lm", "text.model", "text.vocab"))
+    vocab = vocabulary.Vocabulary.from_points(range(32, 32 + VOCAB - 1))
+    char_lm = lm.CharLM(model.build_char_model(model.CharModelConfig(vocab.size, EMBEDDING, "lstm", 2, SAMPLING_UNITS)), vocab)
+    return char_lm, char_lm.encode_prime("TO BE OR NOT TO BE")

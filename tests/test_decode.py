@@ -6,9 +6,9 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st

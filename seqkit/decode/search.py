@@ -1,8 +1,8 @@
 """Generation from a loaded :class:`CharLM`: sampling, beam search, the prediction tree, scores.
 
-Sampling runs the prime and its whole loop inside one compiled graph; beam search keeps every beam in one
-batch and reorders the states when beams are chosen; the tree expands one level per
-batched call.
+Sampling runs the prime and its whole loop inside one compiled graph; beam search keeps
+every beam in one batch and reorders the states when beams are chosen; the tree expands one
+level per batched call.
 """
 
 from __future__ import annotations
