@@ -245,6 +245,8 @@ def cpu_description() -> str:
     model = model or platform.processor() or "unknown CPU"
     wide = [name for flag, name in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX BF16"))
             if flag in flags]
+    if wide == ["AVX-512"]:
+        wide.append("no bf16 dot products")
     return f"{model} ({', '.join(wide) or ('AVX2, no AVX-512' if 'avx2' in flags else 'no AVX2')})"
 
 
