@@ -33,7 +33,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from core_speed import alternate, keras_variant, predictions_per_example, seqkit_variant  # noqa: E402
-from workloads import sampling_workload  # noqa: E402
+from workloads import sampling_run, sampling_workload  # noqa: E402
 
 
 def import_revision(rev: str):
@@ -62,14 +62,7 @@ def import_revision(rev: str):
 
 def sampling_variant(package: str, length: int):
     """``run(calls)``: ``calls`` samples of ``length`` characters with ``package``'s seqkit."""
-    lm, prime = sampling_workload(package)
-    search, samplers = (importlib.import_module(f"{package}.decode.{m}") for m in ("search", "samplers"))
-
-    def run(calls):
-        for seed in range(calls):
-            search.sample(lm, prime, length, samplers.Sampler(), seed=seed)
-
-    return run
+    return sampling_run(*sampling_workload(package), length, package)
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from core_speed import keras_variant, seqkit_variant  # noqa: E402
-from workloads import CHAR_STEPS, EMBEDDING, SAMPLING_UNITS, TRAINING, alternate, sampling_workload  # noqa: E402
+from workloads import CHAR_STEPS, EMBEDDING, SAMPLING_UNITS, TRAINING, alternate, sampling_run, sampling_workload  # noqa: E402
 
 from seqkit.core import SequenceEncoder, native  # noqa: E402
 from seqkit.core.train import inference_function  # noqa: E402
@@ -128,15 +128,10 @@ def inference_table(args) -> dict:
 
 # -- decoding -------------------------------------------------------------------------------
 def decoding_tables(args) -> tuple[dict, dict]:
-    from seqkit.decode.samplers import Sampler
-    from seqkit.decode.search import beam_search, sample
+    from seqkit.decode.search import beam_search
 
     lm, prime = sampling_workload()
     vocab, length = lm.vocab, args.sample_length
-
-    def seqkit_run(calls):
-        for i in range(calls):
-            sample(lm, prime, length, Sampler(), seed=i)
 
     # Plain Keras: the same layers, one step per call from Python, state carried by hand.
     embed, cells = keras.layers.Embedding(vocab.size, EMBEDDING), [keras.layers.LSTMCell(SAMPLING_UNITS) for _ in range(2)]
@@ -160,7 +155,7 @@ def decoding_tables(args) -> tuple[dict, dict]:
                 ids, states = keras_step(ids, states, tf.constant([i, t]))
             int(ids[0])
 
-    variants = {"seqkit": seqkit_run, "keras step loop": keras_run}
+    variants = {"seqkit": sampling_run(lm, prime, length), "keras step loop": keras_run}
     if torch is not None:
         variants["pytorch"] = torch_reference.sampling(length, TORCH_DEVICE)
     sampling = alternate(variants, length, 1, args.windows)

@@ -21,10 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from workloads import EMBEDDING, SAMPLING_UNITS as UNITS, VOCAB, sampling_workload  # noqa: E402
-
-from seqkit.decode.samplers import Sampler  # noqa: E402
-from seqkit.decode.search import sample  # noqa: E402
+from workloads import EMBEDDING, SAMPLING_UNITS as UNITS, VOCAB, sampling_run, sampling_workload  # noqa: E402
 
 
 def products_only(length: int):
@@ -51,9 +48,9 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=300, help="characters per call")
     parser.add_argument("--windows", type=int, default=9)
     args = parser.parse_args()
-    (lm, prime), sampler = sampling_workload(), Sampler()
     floor, megabytes = products_only(args.length)
-    variants = {"products only": floor, "sample()": lambda: sample(lm, prime, args.length, sampler)}
+    sampled = sampling_run(*sampling_workload(), args.length)
+    variants = {"products only": floor, "sample()": lambda: sampled(1)}
     seconds = {name: [] for name in variants}
     for run in variants.values():
         run()  # compile

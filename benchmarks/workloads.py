@@ -45,3 +45,15 @@ def sampling_workload(package: str = "seqkit"):
     vocab = vocabulary.Vocabulary.from_points(range(32, 32 + VOCAB - 1))
     char_lm = lm.CharLM(model.build_char_model(model.CharModelConfig(vocab.size, EMBEDDING, "lstm", 2, SAMPLING_UNITS)), vocab)
     return char_lm, char_lm.encode_prime("TO BE OR NOT TO BE")
+
+
+def sampling_run(lm, prime, length: int, package: str = "seqkit"):
+    """``run(calls)``: ``calls`` samples of ``length`` characters after ``prime`` from ``lm``,
+    seeds 0, 1, ..., with ``package``'s ``sample`` and default ``Sampler``."""
+    search, samplers = (importlib.import_module(f"{package}.decode.{m}") for m in ("search", "samplers"))
+
+    def run(calls):
+        for seed in range(calls):
+            search.sample(lm, prime, length, samplers.Sampler(), seed=seed)
+
+    return run
