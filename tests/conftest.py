@@ -19,8 +19,10 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def native_kernels_built() -> None:
-    """Build seqkit's native LSTM kernels (once per machine) before any test, so that the
-    CLI's subprocesses find them cached instead of each announcing a build on stderr."""
+    """Build seqkit's native LSTM kernels and decoding step (once per machine) before any
+    test, so that the CLI's subprocesses find them cached instead of each announcing a build
+    on stderr."""
     from seqkit.core import native
 
     native.available()
+    native.available(native.STEP)

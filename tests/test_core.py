@@ -245,7 +245,7 @@ def _split_grads_and_scan_grads(split, graph, monkeypatch, batch=3, steps=6, uni
     """Outputs and gradients with `split` and with the inlined XLA scan, and whether the
     native kernels were built."""
     built = []
-    monkeypatch.setattr(native, "kernels", lambda: built.append(1) or native._load())
+    monkeypatch.setattr(native, "kernels", lambda: built.append(1) or native._load(native.LOOPS))
     x = tf.constant(_random(batch, steps, 4))
     enc = SequenceEncoder(units, layers=layers, return_sequences=True, return_state=True)
     enc(x)
@@ -347,3 +347,24 @@ def test_single_steps_equal_the_sequence_run(cell):
         np.testing.assert_allclose(out, full[:, t], atol=1e-5)
     for a, b in zip(carried, states):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+native_step = pytest.mark.skipif(not native.available(native.STEP), reason="the native decoding step does not build here")
+
+
+@native_step
+@pytest.mark.parametrize("batch", [1, 3])
+def test_native_steps_equal_the_cells_steps(batch):
+    enc = SequenceEncoder(32, layers=2)
+    enc(_random(1, 1, 5))
+    x, states = tf.constant(_random(batch, 5)), [tf.constant(_random(batch, 32)) for _ in range(4)]
+    native_run = tf.function(lambda x, s: enc.step(x, s, enc.pack_step_weights()), jit_compile=True)
+    for got, want in zip(tf.nest.flatten(native_run(x, states)), tf.nest.flatten(enc.step(x, states))):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell, units, expected", [("lstm", 32, True), ("lstm", 24, False), ("gru", 32, False), ("peephole", 32, False)])
+def test_only_lstms_of_16_unit_blocks_step_natively(cell, units, expected):
+    enc = SequenceEncoder(units, cell=cell, layers=2)
+    enc(_random(1, 1, 5))
+    assert enc.steps_natively == (expected and native.available(native.STEP))

@@ -13,6 +13,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from seqkit.core import native
 from seqkit.core.train import TrainConfig
 from seqkit.decode.lm import CharLM
 from seqkit.decode.samplers import Sampler, filter_logits
@@ -91,11 +92,30 @@ def test_sampling_continues_from_the_state_after_the_prime(prime_text):
     # The sampling loop runs the prime step by step inside itself; beam search runs it as one
     # sequence. An untrained model, whose predictions (unlike the tiny trained one's) depend
     # on every character of the prime.
-    keras.utils.set_random_seed(3)
-    vocab = Vocabulary.from_points(np.arange(ord(" "), ord("z") + 1))
-    untrained = CharLM(build_char_model(CharModelConfig(vocab.size, 16, "lstm", 2, 32)), vocab)
+    untrained = _untrained_lm(32)
     prime = untrained.encode_prime(prime_text)
     assert sample(untrained, prime, 30, Sampler(greedy=True)) == beam_search(untrained, prime, 1, 30)[0].text
+
+
+def _untrained_lm(units: int, native_step: bool | None = None) -> CharLM:
+    keras.utils.set_random_seed(3)
+    vocab = Vocabulary.from_points(np.arange(ord(" "), ord("z") + 1))
+    return CharLM(build_char_model(CharModelConfig(vocab.size, 16, "lstm", 2, units)), vocab, native_step)
+
+
+def test_the_native_step_samples_what_xla_samples():
+    native_lm = _untrained_lm(32)
+    xla_lm = CharLM(native_lm.model, native_lm.vocab, native_step=False)
+    prime = native_lm.encode_prime("the quick")
+    for sampler in (Sampler(), Sampler(temperature=0.7, top_p=0.9)):
+        assert sample(native_lm, prime, 60, sampler, seed=5) == sample(xla_lm, prime, 60, sampler, seed=5)
+    assert native_lm.native_step == native.available(native.STEP)
+
+
+def test_a_native_step_asked_for_a_layer_it_cannot_run_is_a_user_error():
+    lm = _untrained_lm(24, native_step=True)
+    with pytest.raises(SeqkitError, match="native decoding step"):
+        sample(lm, lm.encode_prime("a"), 5, Sampler())
 
 
 def test_sampling_is_reproducible_with_a_seed(lm):

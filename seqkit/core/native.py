@@ -1,10 +1,12 @@
-"""seqkit's C++ LSTM kernels (``lstm_kernel.cc``), built for this machine on first use.
+"""seqkit's C++ kernels, built for this machine on first use.
 
-TensorFlow has no CPU LSTM kernel that beats XLA's loop (see benchmarks/README.md), and a
-wheel of compiled ops would have to match the user's TensorFlow build exactly; so the
-source ships with the package and is compiled against the installed TensorFlow with the
+Two libraries: the LSTM loops for training and inference (``lstm_kernel.cc``; TensorFlow
+has no CPU LSTM kernel that beats XLA's loop, see benchmarks/README.md), and the decoding
+step as an XLA custom call (``lstm_step.cc``), which the sampling loop runs on every core.
+A wheel of compiled ops would have to match the user's TensorFlow build exactly; so the
+sources ship with the package and are compiled against the installed TensorFlow with the
 system's C++ compiler (``$CXX``, else ``c++``) into the user cache, once per source,
-TensorFlow version, compiler and CPU. Where that fails, training keeps the XLA loops.
+TensorFlow version, compiler and CPU. Where that fails, seqkit keeps the XLA loops.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,8 +26,27 @@ import tensorflow as tf
 from seqkit.errors import SeqkitError
 from seqkit.fileio import atomic_path, user_cache_dir
 
-SOURCE = Path(__file__).with_name("lstm_kernel.cc")
 BUILD_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Library:
+    """One of the C++ sources and how to build it."""
+
+    stem: str  # of the source
+    cache: str  # of the cached library
+    what: str  # for messages
+    build_time: str
+    remedy: str  # what a user does where it cannot be built
+    xla: bool = False  # needs XLA's headers and libtensorflow_cc (an XLA op)
+
+    @property
+    def source(self) -> Path:
+        return Path(__file__).with_name(f"{self.stem}.cc")
+
+
+LOOPS = Library("lstm_kernel", "lstm", "native LSTM kernels", "about 20 s", "train without them (--no-native-kernels)")
+STEP = Library("lstm_step", "lstm-step", "native decoding step", "about a minute", "sampling keeps XLA's step", xla=True)
 
 
 def cpu_flags() -> list[str]:
@@ -36,76 +58,118 @@ def cpu_flags() -> list[str]:
         return []
 
 
-def _build_command(compiler: str, output: Path) -> list[str]:
+def _build_command(library: Library, compiler: str, output: Path) -> list[str]:
     # -march=native: the library is built on, and cached for, this CPU alone.
     flags = ["-shared", "-fPIC", "-O3", "-march=native", "-Wno-deprecated-declarations"]
-    return [compiler, *flags, str(SOURCE), "-o", str(output), *tf.sysconfig.get_compile_flags(),
-            *tf.sysconfig.get_link_flags()]
+    extra = []
+    if library.xla:  # headers the wheel keeps apart, and the library with XLA's registries
+        include = Path(tf.sysconfig.get_include()) / "external"
+        extra = [f"-I{include / 'highwayhash'}", f"-I{include / 'farmhash_archive' / 'src'}", "-l:libtensorflow_cc.so.2"]
+    return [compiler, *flags, str(library.source), "-o", str(output), *tf.sysconfig.get_compile_flags(),
+            *tf.sysconfig.get_link_flags(), *extra]
 
 
 def kernels():
     """The loaded op library (``seqkit_lstm_forward``, ``seqkit_lstm_backward``,
     ``seqkit_lstm_inference``), built first if this machine has none yet; raises
     :class:`SeqkitError` where it cannot be built."""
-    library = _load()
-    if isinstance(library, SeqkitError):
-        raise library
-    return library
+    return _loaded(LOOPS)
 
 
-@lru_cache(maxsize=1)
-def _load():
+def step_kernel():
+    """The loaded ``seqkit_lstm_step`` op (for XLA programs on a CPU only), built first if
+    this machine has none yet; raises :class:`SeqkitError` where it cannot be built."""
+    return _loaded(STEP)
+
+
+def _loaded(library: Library):
+    loaded = _load(library)
+    if isinstance(loaded, SeqkitError):
+        raise loaded
+    return loaded
+
+
+@lru_cache(maxsize=None)
+def _load(library: Library):
     """The library, or the error that says why there is none (kept, so a failed build is
     not retried within a process)."""
     try:
-        return _build_and_load()
+        return _build_and_load(library)
     except SeqkitError as err:
         return err
 
 
-def _build_and_load():
+def _build_and_load(library: Library):
     compiler = shutil.which(os.environ.get("CXX", "c++"))
     if compiler is None:
-        raise SeqkitError(
-            "seqkit's native LSTM kernels need a C++ compiler (set CXX, or install g++): "
-            "train without them (--no-native-kernels)."
-        )
+        raise SeqkitError(f"seqkit's {library.what} need a C++ compiler (set CXX, or install g++): {library.remedy}.")
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as err:
-        raise SeqkitError(f"Cannot run the C++ compiler {compiler} ({err}): train without native kernels.") from None
+        raise SeqkitError(f"Cannot run the C++ compiler {compiler} ({err}): {library.remedy}.") from None
     key = hashlib.sha256(
         "\0".join(
-            [SOURCE.read_text(), tf.__version__, version, " ".join(_build_command(compiler, Path("."))),
+            [library.source.read_text(), tf.__version__, version, " ".join(_build_command(library, compiler, Path("."))),
              " ".join(cpu_flags()) or platform.processor()]
         ).encode()
     ).hexdigest()[:16]
-    library = user_cache_dir() / "kernels" / f"lstm-{key}.so"
-    if not library.exists():
-        print("Building seqkit's native LSTM kernels for this machine (once, about 20 s) ...", file=sys.stderr, flush=True)
-        with atomic_path(library, suffix=".so") as tmp:
+    path = user_cache_dir() / "kernels" / f"{library.cache}-{key}.so"
+    if not path.exists():
+        print(f"Building seqkit's {library.what} for this machine (once, {library.build_time}) ...", file=sys.stderr, flush=True)
+        with atomic_path(path, suffix=".so") as tmp:
             try:
                 built = subprocess.run(
-                    _build_command(compiler, tmp), capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
+                    _build_command(library, compiler, tmp), capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
                 )
             except (OSError, subprocess.SubprocessError) as err:
-                raise SeqkitError(f"Building seqkit's native LSTM kernels failed ({err}): train without them.") from None
+                raise SeqkitError(f"Building seqkit's {library.what} failed ({err}): {library.remedy}.") from None
             if built.returncode != 0:
                 first = next((line for line in built.stderr.splitlines() if "error" in line), built.stderr.strip()[-200:])
-                raise SeqkitError(
-                    f"Building seqkit's native LSTM kernels with {compiler} failed ({first.strip()}): "
-                    "train without them (--no-native-kernels)."
-                )
+                raise SeqkitError(f"Building seqkit's {library.what} with {compiler} failed ({first.strip()}): {library.remedy}.")
     try:
-        return tf.load_op_library(str(library))
+        return tf.load_op_library(str(path))
     except (tf.errors.NotFoundError, OSError) as err:
-        raise SeqkitError(f"Cannot load seqkit's native LSTM kernels from {library} ({err}): delete it and retry.") from None
+        raise SeqkitError(f"Cannot load seqkit's {library.what} from {path} ({err}): delete it and retry.") from None
 
 
-def available() -> bool:
-    """Whether the kernels load here (building them first if need be)."""
+def available(library: Library = LOOPS) -> bool:
+    """Whether ``library`` loads here (building it first if need be)."""
     try:
-        kernels()
+        _loaded(library)
     except SeqkitError:
         return False
     return True
+
+
+
+STEP_UNITS = 16  # units per block of the decoding step's packed kernels (lstm_step.cc)
+
+
+def steps(cell) -> bool:
+    """Whether the decoding step op can run ``cell``: a plain float32 LSTM whose width is
+    a multiple of :data:`STEP_UNITS`."""
+    from seqkit.core.cells import LSTMCell
+
+    return (
+        type(cell) is LSTMCell and cell.units % STEP_UNITS == 0
+        and cell.variable_dtype == cell.compute_dtype == "float32"
+    )
+
+
+def pack_step_weights(cell) -> tuple[tf.Tensor, tf.Tensor]:
+    """``cell``'s kernels in the decoding step's layout: [W; R] as [units/16, rows, 64],
+    each block the i, f, g, o columns of 16 units, and the bias as [units/16, 64]. Made once
+    per compiled loop, before it: XLA does not hoist it out of the loop by itself."""
+    blocks = cell.units // STEP_UNITS
+    stacked = tf.concat([cell.kernel, cell.recurrent_kernel], 0)
+    rows = stacked.shape[0]
+    packed = tf.transpose(tf.reshape(stacked, [rows, 4, blocks, STEP_UNITS]), [2, 0, 1, 3])
+    bias = tf.transpose(tf.reshape(cell.bias, [4, blocks, STEP_UNITS]), [1, 0, 2])
+    return tf.reshape(packed, [blocks, rows, 4 * STEP_UNITS]), tf.reshape(bias, [blocks, 4 * STEP_UNITS])
+
+
+def lstm_step(x: tf.Tensor, states, packed: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+    """One LSTM step of ``x`` [batch, features] from ``states`` (h, c) with the weights of
+    :func:`pack_step_weights`; equals ``cell.step(cell.project(x), states)``. Inside an XLA
+    program on a CPU only."""
+    return tuple(step_kernel().seqkit_lstm_step(x, *states, *packed))

@@ -12,7 +12,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from seqkit.core import cudnn
+from seqkit.core import cudnn, native
 from seqkit.core.cells import CELLS, Cell, LSTMCell, make_cell
 from seqkit.core.fused import lstm_scan, native_active, split_active
 from seqkit.errors import SeqkitError
@@ -250,23 +250,44 @@ class SequenceEncoder(keras.layers.Layer):
                 x = self._dropout(x, self.dropout)
         return x, final_states
 
-    def step(self, x: tf.Tensor, states: Sequence[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    def step(
+        self, x: tf.Tensor, states: Sequence[tf.Tensor], packed: Sequence | None = None
+    ) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """One time step at inference, for decoding: ``x`` [batch, features] and the flat
         states in, the last layer's output [batch, units] and the new states out.
 
         Equals :meth:`call` on a length-1 sequence with ``initial_state``, without the time
-        loop around it.
+        loop around it. ``packed``, from :meth:`pack_step_weights`, runs each layer as
+        seqkit's native step instead (inside an XLA program on a CPU).
         """
         if self.bidirectional:
             raise SeqkitError("A bidirectional encoder reads whole sequences; it cannot step.")
         states, new_states = list(states), []
-        for cell in self.cells:
+        for index, cell in enumerate(self.cells):
             cell_states = tuple(states[: cell.state_count])
             states = states[cell.state_count :]
-            cell_states = cell.step(cell.project(x), cell_states)
+            if packed is None:
+                cell_states = cell.step(cell.project(x), cell_states)
+            else:
+                cell_states = native.lstm_step(x, cell_states, packed[index])
             new_states.extend(cell_states)
             x = cell_states[0]
         return x, new_states
+
+    @property
+    def steps_natively(self) -> bool:
+        """Whether :meth:`step` can run as seqkit's native step here: every layer a plain
+        float32 LSTM as wide as a multiple of 16, no GPU in sight, and the op builds."""
+        return (
+            not self.bidirectional
+            and all(native.steps(cell) for cell in self.cells)
+            and not tf.config.list_logical_devices("GPU")
+            and native.available(native.STEP)
+        )
+
+    def pack_step_weights(self) -> list:
+        """Each layer's weights for :meth:`step`'s native path, made before a decoding loop."""
+        return [native.pack_step_weights(cell) for cell in self.cells]
 
     def _dropout(self, x: tf.Tensor, rate: float) -> tf.Tensor:
         """Inverted dropout with an explicit RNG algorithm: under XLA on CPU the default

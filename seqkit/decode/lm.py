@@ -22,10 +22,13 @@ class CharLM:
     Args:
         model: the Keras model of :func:`seqkit.text.model.build_char_model`.
         vocab: its vocabulary.
+        native_step: run the sampling loop's steps as seqkit's native step, on every core
+            (1.6x to 2x the characters/s of XLA's one-core step; see benchmarks/README.md):
+            None (the default) where the encoder can (``SequenceEncoder.steps_natively``).
     """
 
-    def __init__(self, model, vocab: Vocabulary):
-        self.model, self.vocab = model, vocab
+    def __init__(self, model, vocab: Vocabulary, native_step: bool | None = None):
+        self.model, self.vocab, self.native_step = model, vocab, native_step
         self.embedding = model.get_layer("embedding")
         self.encoder = model.get_layer("encoder")
         self.logits_layer = model.get_layer("logits")
@@ -76,13 +79,24 @@ class CharLM:
             out, states = self.encoder.run(self.embedding(ids))
         return tf.nn.log_softmax(self.logits_layer(out[:, -1])), states
 
-    def step_fn(self, ids, states):
+    def step_fn(self, ids, states, packed=None):
         """One character per row: ids [batch] -> log-probs [batch, vocab], new states.
 
         Uncompiled, for use inside other compiled graphs (the sampling loop, the export);
-        :meth:`step` is its compiled form."""
-        out, states = self.encoder.step(self.embedding(ids), states)
+        :meth:`step` is its compiled form. ``packed``: see ``SequenceEncoder.step``."""
+        out, states = self.encoder.step(self.embedding(ids), states, packed)
         return tf.nn.log_softmax(self.logits_layer(out)), states
+
+    def steps_natively(self) -> bool:
+        """Whether the sampling loop runs the native step (``native_step``, resolved)."""
+        if self.native_step is None:
+            self.native_step = self.encoder.steps_natively
+        elif self.native_step and not self.encoder.steps_natively:
+            raise SeqkitError(
+                "The native decoding step is for float32 LSTMs as wide as a multiple of 16, on a "
+                "CPU where it builds: sample without it."
+            )
+        return self.native_step
 
     # -- public --------------------------------------------------------------------------------
     def encode_prime(self, prime: str, drop_unknown: bool = False) -> np.ndarray:

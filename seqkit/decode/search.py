@@ -37,14 +37,17 @@ def sample(lm: CharLM, prime_ids: np.ndarray, length: int, sampler: Sampler, see
 
 
 def _compile_sample_loop(lm: CharLM, sampler: Sampler):
+    native = lm.steps_natively()
+
     @tf.function(reduce_retracing=True, autograph=False, jit_compile=True)
     def loop(prime, prime_length, length, seed):
+        packed = lm.encoder.pack_step_weights() if native else None
         # The prime runs through the same loop, one step per character, rather than as a
         # separate call over the whole sequence (which took 6 of 40 ms for 300 characters).
         def body(i, log_probs, states, out):
             drawn = sampler(log_probs, tf.random.experimental.stateless_fold_in(seed, i - prime_length))
             ids = tf.where(i < prime_length, prime[tf.minimum(i, prime_length - 1)][None], drawn)
-            log_probs, states = lm.step_fn(ids, states)
+            log_probs, states = lm.step_fn(ids, states, packed)
             out = tf.tensor_scatter_nd_update(out, [[tf.maximum(i - prime_length, 0)]], ids)
             return i + 1, log_probs, states, out
 
