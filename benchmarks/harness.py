@@ -128,6 +128,7 @@ def inference_table(args) -> dict:
 
 # -- decoding -------------------------------------------------------------------------------
 def decoding_tables(args) -> tuple[dict, dict]:
+    from seqkit.decode.lm import CharLM
     from seqkit.decode.search import beam_search
 
     lm, prime = sampling_workload()
@@ -155,7 +156,9 @@ def decoding_tables(args) -> tuple[dict, dict]:
                 ids, states = keras_step(ids, states, tf.constant([i, t]))
             int(ids[0])
 
-    variants = {"seqkit": sampling_run(lm, prime, length), "keras step loop": keras_run}
+    variants = {"seqkit": sampling_run(lm, prime, length),
+                "seqkit, XLA's step": sampling_run(CharLM(lm.model, vocab, native_step=False), prime, length),
+                "keras step loop": keras_run}
     if torch is not None:
         variants["pytorch"] = torch_reference.sampling(length, TORCH_DEVICE)
     sampling = alternate(variants, length, 1, args.windows)
