@@ -368,3 +368,18 @@ def test_only_lstms_of_16_unit_blocks_step_natively(cell, units, expected):
     enc = SequenceEncoder(units, cell=cell, layers=2)
     enc(_random(1, 1, 5))
     assert enc.steps_natively == (expected and native.available(native.STEP))
+
+
+def test_a_failed_build_is_one_line_and_is_not_retried_by_the_next_process(tmp_path, monkeypatch):
+    compiler, calls = tmp_path / "cxx", tmp_path / "calls"
+    compiler.write_text(f'#!/bin/sh\necho "$1" >> {calls}\n[ "$1" = --version ] && exec echo fake 1.0\n'
+                        'echo "lstm_kernel.cc:1:1: error: boom" >&2\nexit 1\n')
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CXX", str(compiler))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(SeqkitError, match="failed \\(lstm_kernel.cc:1:1: error: boom\\): train without them"):
+        native._build_and_load(native.LOOPS)
+    builds = calls.read_text().count("-shared")
+    with pytest.raises(SeqkitError, match="error: boom.*delete .*\\.failed to retry"):
+        native._build_and_load(native.LOOPS)
+    assert builds == 1 and calls.read_text().count("-shared") == 1

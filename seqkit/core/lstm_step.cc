@@ -7,13 +7,14 @@
 // into blocks of 16 units, each block holding those units' four gate columns (i, f, g, o,
 // as seqkit's LSTMCell) for every row of [W; R] contiguously. A block gives all the gates
 // of its 16 units, so the blocks split over the threads of XLA's intra-op pool with no
-// synchronization but the end of the step, and each thread reads only its own blocks.
+// synchronization but the end of the step.
 //
 // Shapes: x [B, F], h and c [B, U], packed [U/16, F+U, 64], bias [U/16, 64]; out h', c'.
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <thread>
 
 #include "Eigen/Core"
@@ -59,6 +60,32 @@ void StepBlocks(const float* v, int64_t k, const float* packed, const float* bia
   }
 }
 
+// One step's blocks, shared by the threads. Each thread first takes the blocks of its own
+// share (the same ones every step, so they stay in its core's cache), then any left in the
+// others': where a thread starts late (its core busy elsewhere), the others do its share
+// and the step waits for no one. Late tasks find nothing left; they hold the struct
+// alive, never the buffers.
+struct Step {
+  static constexpr int kMaxShares = 64;
+  const float *v, *packed, *bias, *c;
+  float *h_out, *c_out;
+  int64_t rows, k, units, blocks, shares;
+  std::atomic<int64_t> next[kMaxShares];
+  std::atomic<int64_t> done{0};
+
+  void Run(int64_t own) {
+    for (int64_t j = 0; j < shares; ++j) {
+      const int64_t s = (own + j) % shares, end = blocks * (s + 1) / shares;
+      for (int64_t b = next[s].fetch_add(1); b < end; b = next[s].fetch_add(1)) {
+        for (int64_t r = 0; r < rows; ++r) {
+          StepBlocks(v + r * k, k, packed, bias, c + r * units, h_out + r * units, c_out + r * units, b, b + 1);
+        }
+        done.fetch_add(1, std::memory_order_release);
+      }
+    }
+  }
+};
+
 ffi::Error LstmStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> h, ffi::Buffer<ffi::F32> c,
                     ffi::Buffer<ffi::F32> packed, ffi::Buffer<ffi::F32> bias, ffi::ResultBuffer<ffi::F32> h_out,
                     ffi::ResultBuffer<ffi::F32> c_out) {
@@ -72,23 +99,15 @@ ffi::Error LstmStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<f
     std::copy(x.typed_data() + r * features, x.typed_data() + (r + 1) * features, v.data() + r * k);
     std::copy(h.typed_data() + r * units, h.typed_data() + (r + 1) * units, v.data() + r * k + features);
   }
-  auto share = [&](int64_t s, int64_t shares) {
-    const int64_t first = blocks * s / shares, end = blocks * (s + 1) / shares;
-    for (int64_t r = 0; r < rows; ++r) {
-      StepBlocks(v.data() + r * k, k, packed.typed_data(), bias.typed_data(), c.typed_data() + r * units,
-                 h_out->typed_data() + r * units, c_out->typed_data() + r * units, first, end);
-    }
-  };
-  const int64_t shares = std::clamp<int64_t>(pool.num_threads(), 1, blocks);
-  std::atomic<int64_t> pending(shares - 1);
-  for (int64_t s = 1; s < shares; ++s) {
-    pool.Schedule([&, s] {
-      share(s, shares);
-      pending.fetch_sub(1, std::memory_order_release);
-    });
-  }
-  share(0, shares);
-  while (pending.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+  auto step = std::make_shared<Step>();
+  step->v = v.data(), step->packed = packed.typed_data(), step->bias = bias.typed_data(), step->c = c.typed_data();
+  step->h_out = h_out->typed_data(), step->c_out = c_out->typed_data();
+  step->rows = rows, step->k = k, step->units = units, step->blocks = blocks;
+  step->shares = std::clamp<int64_t>(pool.num_threads(), 1, std::min<int64_t>(blocks, Step::kMaxShares));
+  for (int64_t s = 0; s < step->shares; ++s) step->next[s] = blocks * s / step->shares;
+  for (int64_t s = 1; s < step->shares; ++s) pool.Schedule([step, s] { step->Run(s); });
+  step->Run(0);
+  while (step->done.load(std::memory_order_acquire) < blocks) std::this_thread::yield();
   return ffi::Error::Success();
 }
 

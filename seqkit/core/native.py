@@ -11,6 +11,7 @@ TensorFlow version, compiler and CPU. Where that fails, seqkit keeps the XLA loo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -114,6 +115,9 @@ def _build_and_load(library: Library):
         ).encode()
     ).hexdigest()[:16]
     path = user_cache_dir() / "kernels" / f"{library.cache}-{key}.so"
+    failed = path.with_suffix(".failed")  # a failed build is not retried by every process
+    if failed.exists():
+        raise SeqkitError(f"{failed.read_text().strip()} (delete {failed} to retry)")
     if not path.exists():
         print(f"Building seqkit's {library.what} for this machine (once, {library.build_time}) ...", file=sys.stderr, flush=True)
         with atomic_path(path, suffix=".so") as tmp:
@@ -125,7 +129,10 @@ def _build_and_load(library: Library):
                 raise SeqkitError(f"Building seqkit's {library.what} failed ({err}): {library.remedy}.") from None
             if built.returncode != 0:
                 first = next((line for line in built.stderr.splitlines() if "error" in line), built.stderr.strip()[-200:])
-                raise SeqkitError(f"Building seqkit's {library.what} with {compiler} failed ({first.strip()}): {library.remedy}.")
+                message = f"Building seqkit's {library.what} with {compiler} failed ({first.strip()}): {library.remedy}."
+                with contextlib.suppress(OSError):
+                    failed.write_text(message + "\n")
+                raise SeqkitError(message)
     try:
         return tf.load_op_library(str(path))
     except (tf.errors.NotFoundError, OSError) as err:
