@@ -24,6 +24,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from seqkit.core.cells import LSTMCell
 from seqkit.errors import SeqkitError
 from seqkit.fileio import atomic_path, user_cache_dir
 
@@ -148,15 +149,12 @@ def available(library: Library = LOOPS) -> bool:
     return True
 
 
-
 STEP_UNITS = 16  # units per block of the decoding step's packed kernels (lstm_step.cc)
 
 
 def steps(cell) -> bool:
     """Whether the decoding step op can run ``cell``: a plain float32 LSTM whose width is
     a multiple of :data:`STEP_UNITS`."""
-    from seqkit.core.cells import LSTMCell
-
     return (
         type(cell) is LSTMCell and cell.units % STEP_UNITS == 0
         and cell.variable_dtype == cell.compute_dtype == "float32"
