@@ -10,7 +10,8 @@ depend on the values):
 - training: row-MNIST 1 x LSTM 128 (batch 128), row-MNIST 3 x LSTM 256 with dropout 0.5
   (batch 100), character model (embedding 64, 2 x LSTM 256, sequences of 100, batch 64);
 - inference on 10,000 row-MNIST images (1 x LSTM 128, batches of 1,000);
-- single-stream sampling with the character model (characters/second), and beam-8 search.
+- single-stream sampling with the character model (characters/second; seqkit's ``sample()``
+  with its native decoding step, where it builds, and with XLA's step), and beam-8 search.
 
 Also: each training workload's achieved GFLOP/s in its recurrent matmuls against this
 machine's single-precision matmul peak measured in the same run, and the peak memory of
