@@ -41,23 +41,21 @@ constexpr int64_t kWidth = 4 * kUnits;    // gate columns per block
 using Gates = Eigen::Array<float, kUnits, 1>;
 using GatesMap = Eigen::Map<const Gates>;
 
-// Blocks [first, end) of one row: z = bias + [x, h] @ packed, then the cell update.
-void StepBlocks(const float* v, int64_t k, const float* packed, const float* bias, const float* c, float* h_out,
-                float* c_out, int64_t first, int64_t end) {
+// Block b of one row: z = bias + [x, h] @ packed, then the cell update of its 16 units.
+void StepBlock(const float* v, int64_t k, const float* packed, const float* bias, const float* c, float* h_out,
+               float* c_out, int64_t b) {
   alignas(64) float z[kWidth];
-  for (int64_t b = first; b < end; ++b) {
-    const float* w = packed + b * k * kWidth;
-    std::copy(bias + b * kWidth, bias + (b + 1) * kWidth, z);
-    for (int64_t j = 0; j < k; ++j, w += kWidth) {
-      const float vj = v[j];
-      for (int64_t col = 0; col < kWidth; ++col) z[col] += vj * w[col];
-    }
-    const Gates i = GatesMap(z).logistic(), f = GatesMap(z + kUnits).logistic();
-    const Gates g = GatesMap(z + 2 * kUnits).tanh(), o = GatesMap(z + 3 * kUnits).logistic();
-    const Gates c_new = f * GatesMap(c + b * kUnits) + i * g;
-    Eigen::Map<Gates>(c_out + b * kUnits) = c_new;
-    Eigen::Map<Gates>(h_out + b * kUnits) = o * c_new.tanh();
+  const float* w = packed + b * k * kWidth;
+  std::copy(bias + b * kWidth, bias + (b + 1) * kWidth, z);
+  for (int64_t j = 0; j < k; ++j, w += kWidth) {
+    const float vj = v[j];
+    for (int64_t col = 0; col < kWidth; ++col) z[col] += vj * w[col];
   }
+  const Gates i = GatesMap(z).logistic(), f = GatesMap(z + kUnits).logistic();
+  const Gates g = GatesMap(z + 2 * kUnits).tanh(), o = GatesMap(z + 3 * kUnits).logistic();
+  const Gates c_new = f * GatesMap(c + b * kUnits) + i * g;
+  Eigen::Map<Gates>(c_out + b * kUnits) = c_new;
+  Eigen::Map<Gates>(h_out + b * kUnits) = o * c_new.tanh();
 }
 
 // One step's blocks, shared by the threads. Each thread first takes the blocks of its own
@@ -78,7 +76,7 @@ struct Step {
       const int64_t s = (own + j) % shares, end = blocks * (s + 1) / shares;
       for (int64_t b = next[s].fetch_add(1); b < end; b = next[s].fetch_add(1)) {
         for (int64_t r = 0; r < rows; ++r) {
-          StepBlocks(v + r * k, k, packed, bias, c + r * units, h_out + r * units, c_out + r * units, b, b + 1);
+          StepBlock(v + r * k, k, packed, bias, c + r * units, h_out + r * units, c_out + r * units, b);
         }
         done.fetch_add(1, std::memory_order_release);
       }
