@@ -11,7 +11,8 @@ depend on the values):
   (batch 100), character model (embedding 64, 2 x LSTM 256, sequences of 100, batch 64);
 - inference on 10,000 row-MNIST images (1 x LSTM 128, batches of 1,000);
 - single-stream sampling with the character model (characters/second; seqkit's ``sample()``
-  with its native decoding step, where it builds, and with XLA's step), and beam-8 search.
+  with its native decoding step, where it builds, with float16 weights where it can and
+  with float32 ones, and with XLA's step), and beam-8 search.
 
 Also: each training workload's achieved GFLOP/s in its recurrent matmuls against this
 machine's single-precision matmul peak measured in the same run, and the peak memory of
@@ -158,6 +159,7 @@ def decoding_tables(args) -> tuple[dict, dict]:
             int(ids[0])
 
     variants = {"seqkit": sampling_run(lm, prime, length),
+                "seqkit, float32 weights": sampling_run(CharLM(lm.model, vocab, half_weights=False), prime, length),
                 "seqkit, XLA's step": sampling_run(CharLM(lm.model, vocab, native_step=False), prime, length),
                 "keras step loop": keras_run}
     if torch is not None:

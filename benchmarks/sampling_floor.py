@@ -8,8 +8,9 @@ for each character, so its speed is bounded by how fast one core streams those m
 from cache. In one process, alternating: the five products alone, in one XLA while loop
 (nothing else in it), which XLA runs on one core; ``seqkit.decode.search.sample`` (prime,
 gates, sampling, all of it) with XLA's step, whose ratio to the first says how much of one
-core's ceiling is left; and ``sample`` with seqkit's native step (the default where it
-runs), which reads the weights on every core and so can pass that ceiling.
+core's ceiling is left; and ``sample`` with seqkit's native step, which reads the weights
+on every core and so can pass that ceiling, with float32 weights and with float16 ones
+(the default where it runs), which halve what a character reads.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def main() -> None:
     lm, prime = sampling_workload()
     native = sampling_run(lm, prime, args.length)
     xla = sampling_run(CharLM(lm.model, lm.vocab, native_step=False), prime, args.length)
-    variants = {"products only": floor, "sample(), XLA's step": lambda: xla(1), "sample()": lambda: native(1)}
+    full = sampling_run(CharLM(lm.model, lm.vocab, half_weights=False), prime, args.length)
+    variants = {"products only": floor, "sample(), XLA's step": lambda: xla(1),
+                "sample(), float32 weights": lambda: full(1), "sample()": lambda: native(1)}
     seconds = {name: [] for name in variants}
     for run in variants.values():
         run()  # compile
@@ -68,9 +71,9 @@ def main() -> None:
     step_us = 1e6 / rates["products only"]
     print(f"products only: {rates['products only']:,.0f} chars/s ({step_us:.1f} us a step, "
           f"{megabytes:.2f} MiB of weights at {megabytes * 2**20 / step_us / 1e3:.1f} GB/s)")
-    for name in ("sample(), XLA's step", "sample()"):
+    for name in ("sample(), XLA's step", "sample(), float32 weights", "sample()"):
         print(f"{name}: {rates[name]:,.0f} chars/s, {rates[name] / rates['products only']:.0%} of the products' rate")
-    print(f"sample() runs the native step: {lm.native_step}")
+    print(f"sample() runs the native step: {lm.native_step}, with float16 weights: {lm.half_weights}")
 
 
 if __name__ == "__main__":

@@ -187,8 +187,15 @@ def _print_tree(nodes, indent: int = 0) -> None:
 @click.option("--depth", default=3, show_default=True, type=int, help="Tree: levels.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Tree: also draw it (.png or .svg).")
 @click.option("--drop-unknown", is_flag=True, help="Drop prime characters the model never saw.")
+@click.option(
+    "--half-weights/--float32-weights", default=None,
+    help="Sampling: the native step's weights as float16, 1.6x faster, predictions within 1e-3 [float16 where the native step runs].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def generate(model_dir, prime, length, temperature, top_k, top_p, greedy, seed, beam, tree, width, depth, plot_path, drop_unknown, as_json) -> None:
+def generate(
+    model_dir, prime, length, temperature, top_k, top_p, greedy, seed, beam, tree, width, depth, plot_path, drop_unknown,
+    half_weights, as_json,
+) -> None:
     """Continue a prime by sampling, by --beam search, or show the --tree of predictions."""
     import json
 
@@ -200,6 +207,9 @@ def generate(model_dir, prime, length, temperature, top_k, top_p, greedy, seed, 
     if beam is not None and beam < 1:
         raise SeqkitError("--beam must be at least 1.")
     lm = CharLM.load(model_dir)
+    lm.half_weights = half_weights
+    if half_weights is not None and (tree or beam is not None):
+        click.echo("note: --half-weights and --float32-weights apply to sampling only; the tree and beam search use float32.", err=True)
     ids = lm.encode_prime(prime, drop_unknown)
     if tree:
         usable = lm.vocab.size - 1

@@ -353,14 +353,20 @@ native_step = pytest.mark.skipif(not native.available(native.STEP), reason="the 
 
 
 @native_step
-@pytest.mark.parametrize("batch", [1, 3])
-def test_native_steps_equal_the_cells_steps(batch):
-    enc = SequenceEncoder(32, layers=2)
+@pytest.mark.parametrize("batch, dtype, atol", [(1, tf.float32, 1e-5), (3, tf.float32, 1e-5), (3, tf.float16, 3e-3)])
+def test_native_steps_equal_the_cells_steps(batch, dtype, atol):
+    if dtype == tf.float16 and "f16c" not in native.cpu_flags():
+        pytest.skip("float16 weights need F16C")
+    enc = SequenceEncoder(64, layers=2)  # four blocks a layer: two a thread, read in either order
     enc(_random(1, 1, 5))
-    x, states = tf.constant(_random(batch, 5)), [tf.constant(_random(batch, 32)) for _ in range(4)]
-    native_run = tf.function(lambda x, s: enc.step(x, s, enc.pack_step_weights()), jit_compile=True)
-    for got, want in zip(tf.nest.flatten(native_run(x, states)), tf.nest.flatten(enc.step(x, states))):
-        np.testing.assert_allclose(got, want, atol=1e-5)
+    x, states = tf.constant(_random(batch, 5)), [tf.constant(_random(batch, 64)) for _ in range(4)]
+    native_run = tf.function(lambda x, s, i: enc.step(x, s, enc.pack_step_weights(dtype), i), jit_compile=True)
+    forwards, backwards = (tf.nest.flatten(native_run(x, states, index)) for index in (0, 1))
+    want = tf.nest.flatten(enc.step(x, states))
+    for got, reversed_order, expected in zip(forwards, backwards, want):
+        np.testing.assert_array_equal(got, reversed_order)  # the order of the blocks changes no bit
+        np.testing.assert_allclose(got, expected, atol=atol)
+    assert (max(float(np.abs(g - w).max()) for g, w in zip(forwards, want)) > 1e-5) == (dtype == tf.float16)
 
 
 @pytest.mark.parametrize("cell, units, expected", [("lstm", 32, True), ("lstm", 24, False), ("gru", 32, False), ("peephole", 32, False)])

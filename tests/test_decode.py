@@ -97,19 +97,39 @@ def test_sampling_continues_from_the_state_after_the_prime(prime_text):
     assert sample(untrained, prime, 30, Sampler(greedy=True)) == beam_search(untrained, prime, 1, 30)[0].text
 
 
-def _untrained_lm(units: int, native_step: bool | None = None) -> CharLM:
+def _untrained_lm(units: int, native_step: bool | None = None, half_weights: bool | None = None) -> CharLM:
     keras.utils.set_random_seed(3)
     vocab = Vocabulary.from_points(np.arange(ord(" "), ord("z") + 1))
-    return CharLM(build_char_model(CharModelConfig(vocab.size, 16, "lstm", 2, units)), vocab, native_step)
+    return CharLM(build_char_model(CharModelConfig(vocab.size, 16, "lstm", 2, units)), vocab, native_step, half_weights)
 
 
-def test_the_native_step_samples_what_xla_samples():
-    native_lm = _untrained_lm(32)
+def test_the_native_step_with_float32_weights_samples_what_xla_samples():
+    native_lm = _untrained_lm(32, half_weights=False)
     xla_lm = CharLM(native_lm.model, native_lm.vocab, native_step=False)
     prime = native_lm.encode_prime("the quick")
     for sampler in (Sampler(), Sampler(temperature=0.7, top_p=0.9)):
         assert sample(native_lm, prime, 60, sampler, seed=5) == sample(xla_lm, prime, 60, sampler, seed=5)
     assert native_lm.native_step == native.available(native.STEP)
+
+
+def test_half_weights_are_the_default_where_the_native_step_can_take_them():
+    lm = _untrained_lm(32)
+    assert len(sample(lm, lm.encode_prime("a"), 5, Sampler())) == 5
+    assert lm.half_weights == (native.available(native.STEP) and "f16c" in native.cpu_flags())
+    narrow = _untrained_lm(24)  # no native step: float32, and no error
+    assert len(sample(narrow, narrow.encode_prime("a"), 5, Sampler())) == 5 and narrow.half_weights is False
+
+
+@pytest.mark.skipif(
+    not native.available(native.STEP) or "f16c" not in native.cpu_flags(), reason="no native step with float16 here"
+)
+def test_half_weights_refuse_a_weight_float16_cannot_hold():
+    lm = _untrained_lm(32)
+    kernel = lm.encoder.cells[0].kernel
+    kernel.assign(tf.tensor_scatter_nd_update(kernel, [[0, 0]], [1e5]))
+    with pytest.raises(SeqkitError, match="A weight of 100000 does not fit in float16"):
+        sample(CharLM(lm.model, lm.vocab, half_weights=True), lm.encode_prime("a"), 5, Sampler())
+    assert len(sample(lm, lm.encode_prime("a"), 5, Sampler())) == 5 and lm.half_weights is False  # by default
 
 
 def test_a_native_step_asked_for_a_layer_it_cannot_run_is_a_user_error():
@@ -202,6 +222,7 @@ def _cli(*args):
         (["--temperature", "0"], "use --greedy"),
         (["--length", "0"], "--length must be at least 1"),
         (["--top-p", "2"], "--top-p must be in (0, 1]"),
+        (["--half-weights"], "Half-precision weights are for the native decoding step"),  # 24 units
     ],
 )
 def test_generate_bad_input_is_one_line(model_dir, args, message):

@@ -161,20 +161,22 @@ def steps(cell) -> bool:
     )
 
 
-def pack_step_weights(cell) -> tuple[tf.Tensor, tf.Tensor]:
-    """``cell``'s kernels in the decoding step's layout: [W; R] as [units/16, rows, 64],
-    each block the i, f, g, o columns of 16 units, and the bias as [units/16, 64]. Made once
-    per compiled loop, before it: XLA does not hoist it out of the loop by itself."""
+def pack_step_weights(cell, dtype: tf.DType = tf.float32) -> tuple[tf.Tensor, tf.Tensor]:
+    """``cell``'s kernels in the decoding step's layout: [W; R] as [units/16, rows, 64] of
+    ``dtype`` (float32, or float16: half the bytes a step reads), each block the i, f, g, o
+    columns of 16 units, and the bias as [units/16, 64]. Made once per compiled loop,
+    before it: XLA does not hoist it out of the loop by itself."""
     blocks = cell.units // STEP_UNITS
     stacked = tf.concat([cell.kernel, cell.recurrent_kernel], 0)
     rows = stacked.shape[0]
     packed = tf.transpose(tf.reshape(stacked, [rows, 4, blocks, STEP_UNITS]), [2, 0, 1, 3])
     bias = tf.transpose(tf.reshape(cell.bias, [4, blocks, STEP_UNITS]), [1, 0, 2])
-    return tf.reshape(packed, [blocks, rows, 4 * STEP_UNITS]), tf.reshape(bias, [blocks, 4 * STEP_UNITS])
+    return tf.cast(tf.reshape(packed, [blocks, rows, 4 * STEP_UNITS]), dtype), tf.reshape(bias, [blocks, 4 * STEP_UNITS])
 
 
-def lstm_step(x: tf.Tensor, states, packed: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+def lstm_step(x: tf.Tensor, states, packed: tuple[tf.Tensor, tf.Tensor], index=0) -> tuple[tf.Tensor, tf.Tensor]:
     """One LSTM step of ``x`` [batch, features] from ``states`` (h, c) with the weights of
     :func:`pack_step_weights`; equals ``cell.step(cell.project(x), states)``. Inside an XLA
-    program on a CPU only."""
-    return tuple(step_kernel().seqkit_lstm_step(x, *states, *packed))
+    program on a CPU only. ``index``, the decoding loop's step count, sets the order in
+    which the step reads the weights (alternate steps reverse it, to reuse the cache)."""
+    return tuple(step_kernel().seqkit_lstm_step(x, *states, *packed, tf.cast(index, tf.int32)))

@@ -251,25 +251,26 @@ class SequenceEncoder(keras.layers.Layer):
         return x, final_states
 
     def step(
-        self, x: tf.Tensor, states: Sequence[tf.Tensor], packed: Sequence | None = None
+        self, x: tf.Tensor, states: Sequence[tf.Tensor], packed: Sequence | None = None, index=0
     ) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """One time step at inference, for decoding: ``x`` [batch, features] and the flat
         states in, the last layer's output [batch, units] and the new states out.
 
         Equals :meth:`call` on a length-1 sequence with ``initial_state``, without the time
         loop around it. ``packed``, from :meth:`pack_step_weights`, runs each layer as
-        seqkit's native step instead (inside an XLA program on a CPU).
+        seqkit's native step instead (inside an XLA program on a CPU), passed the decoding
+        loop's step count ``index`` (see ``native.lstm_step``).
         """
         if self.bidirectional:
             raise SeqkitError("A bidirectional encoder reads whole sequences; it cannot step.")
         states, new_states = list(states), []
-        for index, cell in enumerate(self.cells):
+        for layer, cell in enumerate(self.cells):
             cell_states = tuple(states[: cell.state_count])
             states = states[cell.state_count :]
             if packed is None:
                 cell_states = cell.step(cell.project(x), cell_states)
             else:
-                cell_states = native.lstm_step(x, cell_states, packed[index])
+                cell_states = native.lstm_step(x, cell_states, packed[layer], index)
             new_states.extend(cell_states)
             x = cell_states[0]
         return x, new_states
@@ -285,9 +286,10 @@ class SequenceEncoder(keras.layers.Layer):
             and native.available(native.STEP)
         )
 
-    def pack_step_weights(self) -> list:
-        """Each layer's weights for :meth:`step`'s native path, made before a decoding loop."""
-        return [native.pack_step_weights(cell) for cell in self.cells]
+    def pack_step_weights(self, dtype: tf.DType = tf.float32) -> list:
+        """Each layer's weights for :meth:`step`'s native path, made before a decoding loop
+        (``dtype``: see ``native.pack_step_weights``)."""
+        return [native.pack_step_weights(cell, dtype) for cell in self.cells]
 
     def _dropout(self, x: tf.Tensor, rate: float) -> tf.Tensor:
         """Inverted dropout with an explicit RNG algorithm: under XLA on CPU the default

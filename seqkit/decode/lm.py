@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from seqkit.core import cudnn
+from seqkit.core import cudnn, native
 from seqkit.errors import SeqkitError
 from seqkit.text.vocab import UNKNOWN_ID, Vocabulary, describe
 
@@ -25,10 +25,18 @@ class CharLM:
         native_step: run the sampling loop's steps as seqkit's native step, on every core
             (1.6x to 2x the characters/s of XLA's one-core step; see benchmarks/README.md):
             None (the default) where the encoder can (``SequenceEncoder.steps_natively``).
+        half_weights: give the native step its weights rounded to float16, which halves
+            what each character reads: 1.6x the characters/s, for a mean KL divergence of
+            3e-8 bits per character from float32's predictions (benchmarks/README.md).
+            None (the default): wherever the native step runs, the CPU converts float16
+            (F16C) and every weight fits; False keeps float32 (the same text for a seed as
+            XLA's step).
     """
 
-    def __init__(self, model, vocab: Vocabulary, native_step: bool | None = None):
-        self.model, self.vocab, self.native_step = model, vocab, native_step
+    def __init__(
+        self, model, vocab: Vocabulary, native_step: bool | None = None, half_weights: bool | None = None
+    ):
+        self.model, self.vocab, self.native_step, self.half_weights = model, vocab, native_step, half_weights
         self.embedding = model.get_layer("embedding")
         self.encoder = model.get_layer("encoder")
         self.logits_layer = model.get_layer("logits")
@@ -79,16 +87,18 @@ class CharLM:
             out, states = self.encoder.run(self.embedding(ids))
         return tf.nn.log_softmax(self.logits_layer(out[:, -1])), states
 
-    def step_fn(self, ids, states, packed=None):
+    def step_fn(self, ids, states, packed=None, index=0):
         """One character per row: ids [batch] -> log-probs [batch, vocab], new states.
 
         Uncompiled, for use inside other compiled graphs (the sampling loop, the export);
-        :meth:`step` is its compiled form. ``packed``: see ``SequenceEncoder.step``."""
-        out, states = self.encoder.step(self.embedding(ids), states, packed)
+        :meth:`step` is its compiled form. ``packed`` and ``index``: see
+        ``SequenceEncoder.step``."""
+        out, states = self.encoder.step(self.embedding(ids), states, packed, index)
         return tf.nn.log_softmax(self.logits_layer(out)), states
 
     def steps_natively(self) -> bool:
-        """Whether the sampling loop runs the native step (``native_step``, resolved)."""
+        """Whether the sampling loop runs the native step (``native_step`` and
+        ``half_weights``, resolved)."""
         if self.native_step is None:
             self.native_step = self.encoder.steps_natively
         elif self.native_step and not self.encoder.steps_natively:
@@ -96,7 +106,28 @@ class CharLM:
                 "The native decoding step is for float32 LSTMs as wide as a multiple of 16, on a "
                 "CPU where it builds: sample without it."
             )
+        if self.half_weights is None:
+            self.half_weights = self._half_weights_problem() is None
+        elif self.half_weights and (problem := self._half_weights_problem()):
+            raise SeqkitError(problem)
         return self.native_step
+
+    def _half_weights_problem(self) -> str | None:
+        """Why the native step cannot take float16 weights here, or None."""
+        if not self.native_step:
+            return "Half-precision weights are for the native decoding step, which this model or machine cannot run: sample without them."
+        if "f16c" not in native.cpu_flags():
+            return "Half-precision weights need a CPU with F16C: sample without them."
+        largest = max(float(np.abs(w.numpy()).max()) for w in self.encoder.weights)
+        if largest > float(np.finfo(np.float16).max):
+            return f"A weight of {largest:g} does not fit in float16: sample without half-precision weights."
+        return None
+
+    @property
+    def step_weights_dtype(self) -> tf.DType:
+        """The dtype the sampling loop packs the native step's weights in (after
+        :meth:`steps_natively`)."""
+        return tf.float16 if self.half_weights else tf.float32
 
     # -- public --------------------------------------------------------------------------------
     def encode_prime(self, prime: str, drop_unknown: bool = False) -> np.ndarray:

@@ -41,13 +41,13 @@ def _compile_sample_loop(lm: CharLM, sampler: Sampler):
 
     @tf.function(reduce_retracing=True, autograph=False, jit_compile=True)
     def loop(prime, prime_length, length, seed):
-        packed = lm.encoder.pack_step_weights() if native else None
+        packed = lm.encoder.pack_step_weights(lm.step_weights_dtype) if native else None
         # The prime runs through the same loop, one step per character, rather than as a
         # separate call over the whole sequence (which took 6 of 40 ms for 300 characters).
         def body(i, log_probs, states, out):
             drawn = sampler(log_probs, tf.random.experimental.stateless_fold_in(seed, i - prime_length))
             ids = tf.where(i < prime_length, prime[tf.minimum(i, prime_length - 1)][None], drawn)
-            log_probs, states = lm.step_fn(ids, states, packed)
+            log_probs, states = lm.step_fn(ids, states, packed, i)
             out = tf.tensor_scatter_nd_update(out, [[tf.maximum(i - prime_length, 0)]], ids)
             return i + 1, log_probs, states, out
 
