@@ -2,7 +2,7 @@
 with the native step's weights in float16 against float32.
 
     seqkit train-char $SEQKIT_DATA_DIR/tinyshakespeare/input.txt --out runs/shake256 \\
-        --units 256 --max-time 480
+        --units 256 --layers 2 --embedding 64 --max-time 480
     python benchmarks/half_weights.py runs/shake256 $SEQKIT_DATA_DIR/tinyshakespeare/input.txt
 
 The predictions: the model reads the last ``--chars`` characters of its corpus (the
@@ -69,7 +69,7 @@ def main() -> None:
     prime = lm.encode_prime("ROMEO:\n")
     variants = {
         "XLA's step": sampling_run(CharLM(lm.model, lm.vocab, native_step=False), prime, args.length),
-        "native step": sampling_run(CharLM(lm.model, lm.vocab), prime, args.length),
+        "native step, float32 weights": sampling_run(CharLM(lm.model, lm.vocab, half_weights=False), prime, args.length),
         "native step, float16 weights": sampling_run(CharLM(lm.model, lm.vocab, half_weights=True), prime, args.length),
     }
     rates = alternate(variants, args.length, 1, args.windows)
