@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from seqkit.core import native
 from seqkit.core.train import TrainConfig
 from seqkit.decode.lm import CharLM
-from seqkit.decode.samplers import Sampler, filter_logits
+from seqkit.decode.samplers import Sampler, draw, filter_logits
 from seqkit.decode.search import beam_search, prediction_tree, sample, score
 from seqkit.errors import SeqkitError
 from seqkit.text.model import CharModelConfig, build_char_model
@@ -187,6 +187,17 @@ def test_filtering_keeps_a_valid_distribution(logits, temperature, top_k, top_p)
     assert probs.sum() == pytest.approx(1.0, abs=1e-5) and (probs >= 0).all()
     best = int(np.argmax(np.asarray(logits)[1:])) + 1
     assert kept[best]  # the likeliest usable id survives every filter
+
+
+def test_draws_follow_the_distribution_and_never_take_an_excluded_id():
+    with np.errstate(divide="ignore"):
+        logits = np.log([[0.0, 0.1, 0.0, 0.2, 0.3, 0.4, 0.0]], dtype=np.float32)  # log(0): -inf
+    rows = 40_000
+    ids = draw(tf.constant(np.repeat(logits, rows, 0)), tf.constant([3, 4], tf.int64)).numpy()
+    counts = np.bincount(ids, minlength=logits.shape[1])
+    assert counts[[0, 2, 6]].sum() == 0
+    expected = np.exp(logits[0]) * rows
+    assert (np.abs(counts - expected) <= 5 * np.sqrt(expected + 1)).all(), counts  # within 5 sigma
 
 
 @pytest.mark.parametrize(
