@@ -20,6 +20,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from seqkit.decode.lm import CharLM
+from seqkit.decode.samplers import draw
 from seqkit.errors import SeqkitError
 from seqkit.fileio import atomic_dir
 from seqkit.text.vocab import UNKNOWN_ID, UNKNOWN_SYMBOL
@@ -62,7 +63,7 @@ class _Serving(tf.Module):
 
         def body(i, log_probs, states, out):
             logits = log_probs / temperature + unknown
-            ids = tf.random.stateless_categorical(logits, 1, tf.stack([seed, tf.cast(i, tf.int64)]), dtype=tf.int32)[:, 0]
+            ids = draw(logits, tf.stack([seed, tf.cast(i, tf.int64)]))
             log_probs, states = self._lm.step_fn(ids, states)
             return i + 1, log_probs, states, out.write(i, ids[0])
 
