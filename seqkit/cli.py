@@ -189,7 +189,7 @@ def _print_tree(nodes, indent: int = 0) -> None:
 @click.option("--drop-unknown", is_flag=True, help="Drop prime characters the model never saw.")
 @click.option(
     "--half-weights/--float32-weights", default=None,
-    help="Sampling: the native step's weights as float16, 1.6x faster, predictions within 1e-3 [float16 where the native step runs].",
+    help="Sampling: the native step's weights as float16, about 1.5x faster, probabilities within 1e-3 [float16 where the native step runs].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def generate(

@@ -23,11 +23,13 @@ class CharLM:
         model: the Keras model of :func:`seqkit.text.model.build_char_model`.
         vocab: its vocabulary.
         native_step: run the sampling loop's steps as seqkit's native step, on every core
-            (1.6x to 2x the characters/s of XLA's one-core step; see benchmarks/README.md):
-            None (the default) where the encoder can (``SequenceEncoder.steps_natively``).
+            (1.7x to 1.8x the characters/s of XLA's one-core step with float32 weights;
+            see benchmarks/README.md): None (the default) where the encoder can
+            (``SequenceEncoder.steps_natively``).
         half_weights: give the native step its weights rounded to float16, which halves
-            what each character reads: 1.6x the characters/s, for a mean KL divergence of
-            3e-8 bits per character from float32's predictions (benchmarks/README.md).
+            what each character reads: 1.5x to 1.6x the characters/s of float32 weights, for
+            a mean KL divergence of 3e-8 bits per character from float32's predictions
+            (benchmarks/README.md).
             None (the default): wherever the native step runs, the CPU converts float16
             (F16C) and every weight fits; False keeps float32 (the same text for a seed as
             XLA's step).
