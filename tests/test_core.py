@@ -355,7 +355,7 @@ native_step = pytest.mark.skipif(not native.available(native.STEP), reason="the 
 @native_step
 @pytest.mark.parametrize("batch, dtype, atol", [(1, tf.float32, 1e-5), (3, tf.float32, 1e-5), (3, tf.float16, 3e-3)])
 def test_native_steps_equal_the_cells_steps(batch, dtype, atol):
-    if dtype == tf.float16 and "f16c" not in native.cpu_flags():
+    if dtype == tf.float16 and not native.cpu_has_f16c():
         pytest.skip("float16 weights need F16C")
     enc = SequenceEncoder(64, layers=2)  # four blocks a layer: two a thread, read in either order
     enc(_random(1, 1, 5))

@@ -115,13 +115,13 @@ def test_the_native_step_with_float32_weights_samples_what_xla_samples():
 def test_half_weights_are_the_default_where_the_native_step_can_take_them():
     lm = _untrained_lm(32)
     assert len(sample(lm, lm.encode_prime("a"), 5, Sampler())) == 5
-    assert lm.half_weights == (native.available(native.STEP) and "f16c" in native.cpu_flags())
+    assert lm.half_weights == (native.available(native.STEP) and native.cpu_has_f16c())
     narrow = _untrained_lm(24)  # no native step: float32, and no error
     assert len(sample(narrow, narrow.encode_prime("a"), 5, Sampler())) == 5 and narrow.half_weights is False
 
 
 @pytest.mark.skipif(
-    not native.available(native.STEP) or "f16c" not in native.cpu_flags(), reason="no native step with float16 here"
+    not native.available(native.STEP) or not native.cpu_has_f16c(), reason="no native step with float16 here"
 )
 def test_half_weights_refuse_a_weight_float16_cannot_hold():
     lm = _untrained_lm(32)

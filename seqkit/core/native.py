@@ -60,6 +60,12 @@ def cpu_flags() -> list[str]:
         return []
 
 
+def cpu_has_f16c() -> bool:
+    """Whether this (Linux) machine's CPU converts float16 (F16C), which the decoding step
+    needs for float16 weights."""
+    return "f16c" in cpu_flags()
+
+
 def _build_command(library: Library, compiler: str, output: Path) -> list[str]:
     # -march=native: the library is built on, and cached for, this CPU alone.
     flags = ["-shared", "-fPIC", "-O3", "-march=native", "-Wno-deprecated-declarations"]

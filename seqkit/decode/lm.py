@@ -118,7 +118,7 @@ class CharLM:
         """Why the native step cannot take float16 weights here, or None."""
         if not self.native_step:
             return "Half-precision weights are for the native decoding step, which this model or machine cannot run: sample without them."
-        if "f16c" not in native.cpu_flags():
+        if not native.cpu_has_f16c():
             return "Half-precision weights need a CPU with F16C: sample without them."
         largest = max(float(np.abs(w.numpy()).max()) for w in self.encoder.weights)
         if largest > float(np.finfo(np.float16).max):
