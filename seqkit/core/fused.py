@@ -103,8 +103,8 @@ def lstm_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, training: b
     split = _SPLIT.get()
     args = [tf.convert_to_tensor(v) for v in (x_tm, kernel, bias, recurrent_kernel, h0, c0)]
     if split is not None and split.native and not training:
-        ops, xp, mask = _native_inputs(*args[:3], mask_tm)
-        return ops.seqkit_lstm_inference(xp, *args[3:], mask)
+        ops, mask = _native_inputs(args[0], mask_tm)
+        return ops.seqkit_lstm_inference(*args, mask)
     if split is not None and split.native:
         return _native_scan(*args, mask_tm=mask_tm, low=split.low, bf16_loops=split.bf16_loops)
     return _xla_scan(*args, mask_tm=mask_tm, low=split.low if split is not None else None)
@@ -120,14 +120,11 @@ def _matmul(a, b, low, dtype, **kwargs):
     return tf.cast(tf.matmul(tf.cast(a, low), tf.cast(b, low), **kwargs), dtype)
 
 
-def _native_inputs(x_tm, kernel, bias, mask_tm):
-    """The op library (built on first use), the input projection ``x @ W + b`` of every
-    step [time, batch, 4*units] (one matmul, outside the loop) and the mask [time, batch]."""
+def _native_inputs(x_tm, mask_tm):
+    """The op library (built on first use) and the mask [time, batch]."""
     if x_tm.dtype != tf.float32:
         raise SeqkitError(f"seqkit's native LSTM kernels are float32; this model computes in {x_tm.dtype.name}.")
-    shape = tf.shape(x_tm)
-    xp = tf.reshape(tf.matmul(tf.reshape(x_tm, [-1, shape[2]]), kernel) + bias, [shape[0], shape[1], -1])
-    return kernel_library.kernels(), xp, tf.reshape(mask_tm, tf.shape(mask_tm)[:2])
+    return kernel_library.kernels(), tf.reshape(mask_tm, tf.shape(mask_tm)[:2])
 
 
 def _native_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low, bf16_loops):
@@ -135,11 +132,9 @@ def _native_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low, bf1
 
     @tf.custom_gradient
     def scan(x_tm, kernel, bias, recurrent_kernel, h0, c0):
-        shape = tf.shape(x_tm)
-        x_flat = tf.reshape(x_tm, [-1, shape[2]])
-        ops, xp, mask = _native_inputs(x_tm, kernel, bias, mask_tm)
-        outputs, h_last, c_last, gates, cs, h_prev = ops.seqkit_lstm_forward(
-            xp, recurrent_kernel, h0, c0, mask, bf16=bf16_loops
+        ops, mask = _native_inputs(x_tm, mask_tm)
+        outputs, h_last, c_last, gates, cs, inputs = ops.seqkit_lstm_forward(
+            x_tm, kernel, bias, recurrent_kernel, h0, c0, mask, bf16=bf16_loops
         )
 
         def grad(d_out, d_h_last, d_c_last):
@@ -148,10 +143,11 @@ def _native_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low, bf1
                 recurrent_kernel, c0, mask, gates, cs, d_out, d_h_last, d_c_last, bf16=bf16_loops
             )
             dz = tf.cast(tf.reshape(dz, [-1, tf.shape(kernel)[1]]), low)
-            h_prev_flat = tf.reshape(h_prev, [-1, tf.shape(h0)[1]])
-            d_recurrent = _matmul(h_prev_flat, dz, low, tf.float32, transpose_a=True)
-            d_kernel = _matmul(x_flat, dz, low, tf.float32, transpose_a=True)
-            d_x = tf.reshape(_matmul(dz, kernel, low, tf.float32, transpose_b=True), shape)
+            # Both kernels' gradients as one matmul: [x, h_prev]^T @ dz.
+            inputs_flat = tf.reshape(inputs, [-1, tf.shape(inputs)[2]])
+            d_stacked = _matmul(inputs_flat, dz, low, tf.float32, transpose_a=True)
+            d_kernel, d_recurrent = tf.split(d_stacked, [tf.shape(kernel)[0], -1], 0)
+            d_x = tf.reshape(_matmul(dz, kernel, low, tf.float32, transpose_b=True), tf.shape(x_tm))
             return d_x, d_kernel, d_bias, d_recurrent, dh0, dc0
 
         return (outputs, h_last, c_last), grad

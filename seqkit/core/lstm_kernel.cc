@@ -6,14 +6,17 @@
 // arithmetic, is most of a training step. Here the batch is split once into one block of
 // rows per thread and each thread runs every time step of its rows on its own: rows of a
 // batch never meet in a recurrence, so the threads need no synchronization until the end.
-// A step is one single-threaded matmul (h @ R, R packed once per op; from bf16 values with
-// the ops' bf16 attribute, on a CPU with bf16 dot products) and the gate arithmetic,
-// vectorized.
+// A step is one single-threaded matmul ([x_t, h] @ [W; R], packed once per op; from bf16
+// values with the ops' bf16 attribute, on a CPU with bf16 dot products) and the gate
+// arithmetic, vectorized. The input projection is part of each step's product rather than a
+// matmul over all steps before the loop: that one wrote a [T, B, 4U] array that the loop
+// then read back, one more trip through memory for the largest array of the layer.
 //
-// Shapes: T steps, B rows, U units, gates in the order i, f, g, o (as seqkit's LSTMCell).
-// The input projection x @ W + b and the large matmuls of the backward pass (the kernels'
-// and the input's gradients, over all steps at once) are left to TensorFlow, outside these
-// ops: oneDNN runs them multi-threaded, in bf16 where asked (seqkit/core/fused.py).
+// Shapes: T steps, B rows, F input features, U units, gates in the order i, f, g, o (as
+// seqkit's LSTMCell). The large matmuls of the backward pass (the kernels' and the input's
+// gradients, over all steps at once) are left to TensorFlow, outside these ops: oneDNN runs
+// them multi-threaded, in bf16 where asked (seqkit/core/fused.py). The forward op keeps each
+// step's [x_t, h] for them, so that both kernels' gradients are one matmul.
 
 #include <algorithm>
 #include <cstring>
@@ -47,9 +50,9 @@ using ConstArrayMap = Eigen::Map<const Eigen::ArrayXf>;
 
 namespace ei = Eigen::internal;
 
-// out += A @ x, A [m, k] being the recurrent kernel (fixed for the whole op, stored in
-// AOrder) and x [k, n] one step's rows (column-major; out [m, n] too: h^T and z^T are the
-// row-major h and z). Eigen's `z.noalias() += h * R` repacks R into cache-sized panels on
+// out += A @ x, A [m, k] being the stacked or recurrent kernel (fixed for the whole op,
+// stored in AOrder) and x [k, n] one step's rows (column-major; out [m, n] too: h^T and z^T
+// are the row-major h and z). Eigen's `z.noalias() += h * R` repacks R into cache-sized panels on
 // every call (4 MiB at 512 units, once per step and thread) and allocates its buffers per
 // call, which glibc served on worker threads as fresh mmaps, unmapped on free: on a 2 x 512
 // model that was 340,000 page faults a second and half of the training time. Here A is
@@ -237,7 +240,7 @@ void ForRowBlocks(OpKernelContext* ctx, int64_t rows, int64_t blocks, Fn fn) {
 
 // The forward loop's shapes; the inference op has the first three outputs alone.
 absl::Status ForwardShapes(InferenceContext* c) {
-  ShapeHandle state = c->input(2);
+  ShapeHandle state = c->input(4);
   ShapeHandle steps_rows;
   TF_RETURN_IF_ERROR(c->Subshape(c->input(0), 0, 2, &steps_rows));
   ShapeHandle units;
@@ -248,9 +251,15 @@ absl::Status ForwardShapes(InferenceContext* c) {
   c->set_output(1, state);
   c->set_output(2, state);
   if (c->num_outputs() == 6) {
-    c->set_output(3, c->input(0));
+    ShapeHandle gates;
+    TF_RETURN_IF_ERROR(c->Concatenate(steps_rows, c->Vector(c->Dim(c->input(1), 1)), &gates));
+    tensorflow::shape_inference::DimensionHandle width;
+    TF_RETURN_IF_ERROR(c->Add(c->Dim(c->input(0), 2), c->Dim(state, 1), &width));
+    ShapeHandle inputs;
+    TF_RETURN_IF_ERROR(c->Concatenate(steps_rows, c->Vector(width), &inputs));
+    c->set_output(3, gates);
     c->set_output(4, sequence);
-    c->set_output(5, sequence);
+    c->set_output(5, inputs);
   }
   return absl::OkStatus();
 }
@@ -268,7 +277,9 @@ bool Bf16Attr(OpKernelConstruction* ctx) {
 }
 
 REGISTER_OP("SeqkitLstmForward")
-    .Input("xp: float")               // [T, B, 4U]: x @ W + b
+    .Input("x: float")                // [T, B, F]
+    .Input("kernel: float")           // [F, 4U]
+    .Input("bias: float")             // [4U]
     .Input("recurrent_kernel: float")  // [U, 4U]
     .Input("h0: float")               // [B, U]
     .Input("c0: float")               // [B, U]
@@ -278,14 +289,16 @@ REGISTER_OP("SeqkitLstmForward")
     .Output("c_last: float")          // [B, U]
     .Output("gates: float")           // [T, B, 4U]: i, f, g, o after their activations
     .Output("cs: float")              // [T, B, U]: c after each step
-    .Output("h_prev: float")          // [T, B, U]: h before each step
-    .Attr("bf16: bool = false")        // the step products h @ R from bf16 values (float32 sums)
+    .Output("inputs: float")          // [T, B, F + U]: x and h before each step
+    .Attr("bf16: bool = false")        // the step products [x, h] @ [W; R] from bf16 values (float32 sums)
     .SetShapeFn(ForwardShapes);
 
 // The same loop for inference: nothing kept for a backward pass, so each thread's gates
 // stay in a cache-sized buffer of its own instead of going out to memory every step.
 REGISTER_OP("SeqkitLstmInference")
-    .Input("xp: float")
+    .Input("x: float")
+    .Input("kernel: float")
+    .Input("bias: float")
     .Input("recurrent_kernel: float")
     .Input("h0: float")
     .Input("c0: float")
@@ -301,71 +314,83 @@ class LstmForward : public OpKernel {
       : OpKernel(ctx), keep_(ctx->num_outputs() == 6), bf16_(Bf16Attr(ctx)) {}
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& xp = ctx->input(0);
-    const Tensor& recurrent = ctx->input(1);
-    const Tensor& h0 = ctx->input(2);
-    const Tensor& c0 = ctx->input(3);
-    const Tensor& mask = ctx->input(4);
-    OP_REQUIRES(ctx, xp.dims() == 3 && recurrent.dims() == 2 && h0.dims() == 2 && c0.dims() == 2 && mask.dims() == 2,
-                absl::InvalidArgumentError("SeqkitLstmForward: xp [T,B,4U], R [U,4U], h0, c0 [B,U], mask [T,B]"));
-    const int64_t steps = xp.dim_size(0), rows = xp.dim_size(1), units = h0.dim_size(1);
+    const Tensor& x = ctx->input(0);
+    const Tensor& kernel = ctx->input(1);
+    const Tensor& bias = ctx->input(2);
+    const Tensor& recurrent = ctx->input(3);
+    const Tensor& h0 = ctx->input(4);
+    const Tensor& c0 = ctx->input(5);
+    const Tensor& mask = ctx->input(6);
     OP_REQUIRES(ctx,
-                xp.dim_size(2) == 4 * units && recurrent.dim_size(0) == units && recurrent.dim_size(1) == 4 * units &&
-                    h0.dim_size(0) == rows && c0.shape() == h0.shape() && mask.dim_size(0) == steps &&
-                    mask.dim_size(1) == rows,
+                x.dims() == 3 && kernel.dims() == 2 && bias.dims() == 1 && recurrent.dims() == 2 && h0.dims() == 2 &&
+                    c0.dims() == 2 && mask.dims() == 2,
+                absl::InvalidArgumentError("SeqkitLstmForward: x [T,B,F], W [F,4U], b [4U], R [U,4U], h0, c0 [B,U], "
+                                           "mask [T,B]"));
+    const int64_t steps = x.dim_size(0), rows = x.dim_size(1), features = x.dim_size(2), units = h0.dim_size(1);
+    const int64_t g4 = 4 * units, width = features + units;
+    OP_REQUIRES(ctx,
+                kernel.dim_size(0) == features && kernel.dim_size(1) == g4 && bias.dim_size(0) == g4 &&
+                    recurrent.dim_size(0) == units && recurrent.dim_size(1) == g4 && h0.dim_size(0) == rows &&
+                    c0.shape() == h0.shape() && mask.dim_size(0) == steps && mask.dim_size(1) == rows,
                 absl::InvalidArgumentError("SeqkitLstmForward: inconsistent shapes"));
     const TensorShape state_shape({rows, units}), seq_shape({steps, rows, units});
-    Tensor *outputs, *h_last, *c_last, *gates = nullptr, *cs = nullptr, *h_prev = nullptr;
+    Tensor *outputs, *h_last, *c_last, *gates = nullptr, *cs = nullptr, *inputs = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, seq_shape, &outputs));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, state_shape, &h_last));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, state_shape, &c_last));
     if (keep_) {
-      OP_REQUIRES_OK(ctx, ctx->allocate_output(3, xp.shape(), &gates));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({steps, rows, g4}), &gates));
       OP_REQUIRES_OK(ctx, ctx->allocate_output(4, seq_shape, &cs));
-      OP_REQUIRES_OK(ctx, ctx->allocate_output(5, seq_shape, &h_prev));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(5, TensorShape({steps, rows, width}), &inputs));
     }
 
-    const float* xp_data = xp.flat<float>().data();
+    const float* x_data = x.flat<float>().data();
     const float* m_data = mask.flat<float>().data();
-    const float* r_data = recurrent.flat<float>().data();  // R [U, 4U], row-major
     const float* h0_data = h0.flat<float>().data();
     const float* c0_data = c0.flat<float>().data();
     float* out_data = outputs->flat<float>().data();
     float* gate_data = keep_ ? gates->flat<float>().data() : nullptr;
     float* cs_data = keep_ ? cs->flat<float>().data() : nullptr;
-    float* h_prev_data = keep_ ? h_prev->flat<float>().data() : nullptr;
+    float* inputs_data = keep_ ? inputs->flat<float>().data() : nullptr;
     float* h_last_data = h_last->flat<float>().data();
     float* c_last_data = c_last->flat<float>().data();
-    const int64_t g4 = 4 * units;
+    const Eigen::Map<const Eigen::RowVectorXf> b(bias.flat<float>().data(), g4);
+    // [W; R] [F + U, 4U], row-major: each step is one product [x_t, h] @ [W; R], so the
+    // input projection of every step is never written out and read back.
+    Matrix stacked(width, g4);
+    stacked.topRows(features) = ConstMatrixMap(kernel.flat<float>().data(), features, g4);
+    stacked.bottomRows(units) = ConstMatrixMap(recurrent.flat<float>().data(), units, g4);
 
     const int64_t blocks = RowBlocks(ctx, rows), max_rows = (rows + blocks - 1) / blocks;
-    auto run = [&](const auto& recur) {  // z += h @ R, each step
+    auto run = [&](const auto& product) {  // z = b + [x_t, h] @ [W; R], each step
       ForRowBlocks(ctx, rows, blocks, [&](int64_t, int64_t first, int64_t end) {
         const int64_t n = end - first;
         Matrix h = ConstMatrixMap(h0_data + first * units, n, units);
         Matrix c = ConstMatrixMap(c0_data + first * units, n, units);
         Eigen::ArrayXf c_new(units), h_new(units);
-        auto workspace = recur.MakeWorkspace();
-        Matrix z_own(keep_ ? 0 : n, g4);
+        auto workspace = product.MakeWorkspace();
+        Matrix z_own(keep_ ? 0 : n, g4), xh_own(keep_ ? 0 : n, width);
         for (int64_t t = 0; t < steps; ++t) {
           const int64_t seq_at = (t * rows + first) * units;
-          if (keep_) MatrixMap(h_prev_data + seq_at, n, units) = h;
+          MatrixMap xh(keep_ ? inputs_data + (t * rows + first) * width : xh_own.data(), n, width);
+          xh.leftCols(features) = ConstMatrixMap(x_data + (t * rows + first) * features, n, features);
+          xh.rightCols(units) = h;
           MatrixMap z(keep_ ? gate_data + (t * rows + first) * g4 : z_own.data(), n, g4);
-          z = ConstMatrixMap(xp_data + (t * rows + first) * g4, n, g4);
-          recur.AddTo(h.data(), n, z.data(), workspace);
-          for (int64_t b = 0; b < n; ++b) {
-            float* zb = z.row(b).data();
+          z.rowwise() = b;
+          product.AddTo(xh.data(), n, z.data(), workspace);
+          for (int64_t r = 0; r < n; ++r) {
+            float* zb = z.row(r).data();
             ArrayMap i(zb, units), f(zb + units, units), g(zb + 2 * units, units), o(zb + 3 * units, units);
             i = i.logistic();
             f = f.logistic();
             g = g.tanh();
             o = o.logistic();
-            auto c_row = c.row(b).array();
-            auto h_row = h.row(b).array();
+            auto c_row = c.row(r).array();
+            auto h_row = h.row(r).array();
             c_new = f * c_row.transpose() + i * g;
             h_new = o * c_new.tanh();
-            const float m = m_data[t * rows + first + b];
-            ArrayMap out(out_data + seq_at + b * units, units);
+            const float m = m_data[t * rows + first + r];
+            ArrayMap out(out_data + seq_at + r * units, units);
             if (m == 1.0f) {
               c_row = c_new.transpose();
               h_row = h_new.transpose();
@@ -383,10 +408,10 @@ class LstmForward : public OpKernel {
       });
     };
 #if defined(__AVX512BF16__)
-    if (bf16_) return run(Bf16RecurrentProduct(r_data, units, g4, g4, 1, max_rows));
+    if (bf16_) return run(Bf16RecurrentProduct(stacked.data(), width, g4, g4, 1, max_rows));
 #endif
-    // z^T += R^T @ h^T, R^T [4U, U] being R read column-major.
-    run(PackedRecurrentProduct<Eigen::ColMajor>(r_data, g4, units, g4, max_rows));
+    // z^T += [W; R]^T @ [x_t, h]^T, [W; R]^T [4U, F + U] being [W; R] read column-major.
+    run(PackedRecurrentProduct<Eigen::ColMajor>(stacked.data(), g4, width, g4, max_rows));
   }
 
  private:
