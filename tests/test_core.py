@@ -389,3 +389,15 @@ def test_a_failed_build_is_one_line_and_is_not_retried_by_the_next_process(tmp_p
     with pytest.raises(SeqkitError, match="error: boom.*delete .*\\.failed to retry"):
         native._build_and_load(native.LOOPS)
     assert builds == 1 and calls.read_text().count("-shared") == 1
+
+
+def test_the_kernel_cache_key_is_the_source_and_tools_not_where_seqkit_is_installed(tmp_path, monkeypatch):
+    key = native._cache_key(native.LOOPS, "/usr/bin/c++", "c++ 1.0")
+    copy = tmp_path / "checkout" / "seqkit" / "core"
+    copy.mkdir(parents=True)
+    (copy / "lstm_kernel.cc").write_text(native.LOOPS.source.read_text())
+    monkeypatch.setattr(native.Library, "source", property(lambda library: copy / f"{library.stem}.cc"))
+    assert native._cache_key(native.LOOPS, "/usr/bin/c++", "c++ 1.0") == key
+    assert native._cache_key(native.LOOPS, "/usr/bin/c++", "c++ 2.0") != key
+    (copy / "lstm_kernel.cc").write_text(native.LOOPS.source.read_text() + "// changed\n")
+    assert native._cache_key(native.LOOPS, "/usr/bin/c++", "c++ 1.0") != key

@@ -107,6 +107,18 @@ def _load(library: Library):
         return err
 
 
+def _cache_key(library: Library, compiler: str, compiler_version: str) -> str:
+    """What the built library depends on: the source, TensorFlow's build, the compiler, its
+    command and the CPU. Where seqkit and TensorFlow are installed is left out of the
+    command, so that another checkout or environment of the same versions reuses the build."""
+    command = " ".join(_build_command(library, compiler, Path("library.so")))
+    for place, name in ((str(library.source.parent), "<seqkit>"), (tf.sysconfig.get_lib(), "<tensorflow>")):
+        command = command.replace(place, name)
+    parts = [library.source.read_text(), tf.__version__, tf.version.GIT_VERSION, compiler_version, command,
+             " ".join(cpu_flags()) or platform.processor()]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
 def _build_and_load(library: Library):
     compiler = shutil.which(os.environ.get("CXX", "c++"))
     if compiler is None:
@@ -115,13 +127,7 @@ def _build_and_load(library: Library):
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as err:
         raise SeqkitError(f"Cannot run the C++ compiler {compiler} ({err}): {library.remedy}.") from None
-    key = hashlib.sha256(
-        "\0".join(
-            [library.source.read_text(), tf.__version__, version, " ".join(_build_command(library, compiler, Path("."))),
-             " ".join(cpu_flags()) or platform.processor()]
-        ).encode()
-    ).hexdigest()[:16]
-    path = user_cache_dir() / "kernels" / f"{library.cache}-{key}.so"
+    path = user_cache_dir() / "kernels" / f"{library.cache}-{_cache_key(library, compiler, version)}.so"
     failed = path.with_suffix(".failed")  # a failed build is not retried by every process
     if failed.exists():
         raise SeqkitError(f"{failed.read_text().strip()} (delete {failed} to retry)")
