@@ -14,7 +14,12 @@ column. ``--infer`` times the evaluation step (inference) instead of the trainin
 character model (``seqkit.decode.search.sample``, prime included).
 Both sides take the API's defaults (native kernels where they build), the flags turn options
 on for the working tree; a revision whose C++ kernels differ from the tree's cannot share
-the process (alternate whole runs instead).
+the process: ``--processes N`` then alternates N whole runs of each side, every run timing
+its seqkit against a reference in its own process (PyTorch where installed, else Keras
+``fit``; with ``--infer``, seqkit's XLA evaluation step, which the native kernels leave
+alone), and compares the ratios as well as the rates:
+
+    python benchmarks/ab.py --rev HEAD --processes 4 --workload mnist --layers 1 --units 128 --windows 9
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import io
+import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -36,13 +43,19 @@ from core_speed import alternate, keras_variant, predictions_per_example, seqkit
 from workloads import sampling_run, sampling_workload  # noqa: E402
 
 
-def import_revision(rev: str):
-    """``seqkit`` as it is at ``rev``, imported under another name beside the working tree's."""
-    name = "seqkit_" + re.sub(r"\W", "_", rev)
+def extract(rev: str) -> Path:
+    """A folder holding ``seqkit`` as it is at ``rev``."""
     root = Path(tempfile.mkdtemp(prefix="seqkit-ab-"))
     archive = subprocess.run(["git", "archive", rev, "seqkit"], capture_output=True, check=True,
                              cwd=Path(__file__).parent.parent).stdout
     tarfile.open(fileobj=io.BytesIO(archive)).extractall(root, filter="data")
+    return root
+
+
+def import_revision(rev: str):
+    """``seqkit`` as it is at ``rev``, imported under another name beside the working tree's."""
+    name = "seqkit_" + re.sub(r"\W", "_", rev)
+    root = extract(rev)
     (root / "seqkit").rename(root / name)
     # TensorFlow refuses a second library that registers the same ops, so a revision with
     # C++ kernels uses the working tree's, and only where they are the same.
@@ -50,7 +63,7 @@ def import_revision(rev: str):
     theirs, ours = root / name / kernel, Path(__file__).parent.parent / "seqkit" / kernel
     if theirs.is_file() and theirs.read_bytes() != ours.read_bytes():
         sys.exit(f"ab.py: {rev}'s {kernel} differs from the working tree's, and one process cannot load "
-                 "both: compare them by alternating whole runs.")
+                 "both: compare them by alternating whole runs (--processes N).")
     for source in (root / name).rglob("*.py"):
         text = re.sub(r"\b(from|import) seqkit\b", rf"\1 {name}", source.read_text())
         source.write_text(text.replace('package="seqkit"', f'package="{name}"'))
@@ -63,6 +76,41 @@ def import_revision(rev: str):
 def sampling_variant(package: str, length: int):
     """``run(calls)``: ``calls`` samples of ``length`` characters with ``package``'s seqkit."""
     return sampling_run(*sampling_workload(package), length, package)
+
+
+def one_side(args) -> None:
+    """A ``--processes`` child: this process's seqkit and the reference, alternating; one
+    JSON line of their medians."""
+    per_call = args.batch_size * predictions_per_example(args)
+    variants = {"seqkit": seqkit_variant(args, infer=args.infer)}
+    if args.infer:
+        variants["reference"] = seqkit_variant(args, infer=True, native_kernels=False)
+    else:
+        try:
+            import torch_reference
+            variants["reference"] = torch_reference.training(args, "cpu")
+        except ImportError:
+            variants["reference"] = keras_variant(args)
+    figures = alternate(variants, per_call, args.steps, args.windows)
+    print(json.dumps({name: figure["median"] for name, figure in figures.items()}))
+
+
+def by_processes(args) -> None:
+    """``--processes``: whole runs of the working tree and of ``args.rev``, alternating."""
+    child = [sys.executable, __file__, "--one-side", *sys.argv[1:]]
+    sides = {"working tree": None, args.rev: str(extract(args.rev))}
+    runs = {side: [] for side in sides}
+    for _ in range(args.processes):
+        for side, path in sides.items():
+            env = dict(os.environ, PYTHONPATH=path) if path else os.environ
+            out = subprocess.run(child, capture_output=True, text=True, env=env, check=True).stdout
+            runs[side].append(json.loads(out.strip().splitlines()[-1]))
+            rate, reference = runs[side][-1]["seqkit"], runs[side][-1]["reference"]
+            print(f"{side}: {rate:,.0f}/s, {rate / reference:.3f}x the reference", flush=True)
+    for side, figures in runs.items():
+        rate = statistics.median(f["seqkit"] for f in figures)
+        ratio = statistics.median(f["seqkit"] / f["reference"] for f in figures)
+        print(f"median, {side}: {rate:,.0f}/s, {ratio:.3f}x the reference")
 
 
 def main() -> None:
@@ -79,7 +127,16 @@ def main() -> None:
     parser.add_argument("--sample", type=int, metavar="N", help="time sampling N characters instead")
     parser.add_argument("--bf16-gradients", action="store_true", help="the working tree's step with bf16 weight gradients")
     parser.add_argument("--native-kernels", action="store_true", help="the working tree's step with native LSTM kernels")
+    parser.add_argument("--processes", type=int, metavar="N",
+                        help="alternate N whole runs of each side (for a revision with other C++ kernels)")
+    parser.add_argument("--one-side", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one_side:
+        return one_side(args)
+    if args.processes:
+        if args.sample:
+            parser.error("--processes times training or --infer, not --sample")
+        return by_processes(args)
 
     # Only the options that are on: left off, the tree takes the API defaults, as the revision does.
     options = {name: True for name in ("bf16_gradients", "native_kernels") if getattr(args, name)}
