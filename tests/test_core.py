@@ -301,20 +301,32 @@ def test_native_kernels_match_the_scan_when_the_recurrent_kernel_is_packed_in_se
     _assert_close(our_grads, ref_grads, tolerance)
 
 
+def test_native_kernels_project_the_inputs_a_few_steps_at_a_time(monkeypatch):
+    """The forward op projects each thread's inputs for a few steps at once (at 520 units
+    on a 2-core machine, 6 of these 20 steps: 6, 6, 6 and 2), padded rows among them."""
+    (ours, our_grads), (ref, ref_grads), built = _split_grads_and_scan_grads(
+        {"native": True}, True, monkeypatch, batch=9, steps=20, units=520, layers=1
+    )
+    assert built
+    _assert_close(ours, ref, 1e-5)
+    _assert_close(our_grads, ref_grads, 1e-5)
+
+
 def test_bf16_loops_are_a_mode_of_the_native_kernels():
     with pytest.raises(SeqkitError, match="native kernels"):
         with split_step(bf16=True, bf16_loops=True):
             pass
 
 
-@pytest.mark.parametrize("bidirectional, units", [(False, 5), (True, 5), (False, 520)])
-def test_native_inference_matches_the_xla_inference(bidirectional, units):
+@pytest.mark.parametrize("bidirectional, units, steps", [(False, 5, 6), (True, 5, 6), (False, 520, 20)])
+def test_native_inference_matches_the_xla_inference(bidirectional, units, steps):
     """At inference the native kernels run their forward loop alone (the op that keeps
     nothing for a backward pass): the same outputs and final states as XLA's unrolled
-    loop, padded rows and several packed panels (520 units) included."""
+    loop, padded rows and several packed panels (520 units) included, and inputs projected
+    a few steps at a time (at 520 units on a 2-core machine, 7, 7 and 6 of the 20 steps)."""
     enc = SequenceEncoder(units, layers=2, bidirectional=bidirectional, return_sequences=True, return_state=True)
-    x = tf.constant(_random(7, 6, 4))
-    lengths = tf.constant([6, 4, 1, 6, 2, 5, 3])
+    x = tf.constant(_random(7, steps, 4))
+    lengths = tf.constant([steps, steps - 2, 1, steps, 2, steps - 1, 3])
 
     def infer(x, lengths):
         with split_step(native=True):

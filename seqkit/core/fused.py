@@ -9,10 +9,11 @@ Going forward, each step multiplies ``[x_t, h]`` by the stacked kernels ``[W; R]
 than adding a precomputed input projection to ``h @ R``: XLA's CPU code for the gate
 arithmetic is not vectorized when it reads a dynamic slice of a stored array, so the
 projection's per-step read cost more than the wider matmul (training step 1.05x to 1.1x
-faster; see benchmarks/README.md). The native kernels do the same, for another reason: a
-stored projection of every step is the layer's largest array, written out and read back
-(row-MNIST 1 x 128 training 1.1x faster, inference 1.2x to 1.4x). Masking follows the
-generic loop: a padded step keeps the state and outputs zero.
+faster; see benchmarks/README.md). The native forward op makes the projection inside its
+loop too, a few steps ahead per thread, for another reason: a stored projection of every
+step is the layer's largest array, written out and read back (row-MNIST 1 x 128 training
+1.1x faster without it). Masking follows the generic loop: a padded step keeps the state
+and outputs zero.
 
 Inside :func:`split_step` the loops leave the caller's XLA program: as seqkit's C++ kernels
 (``native``, lstm_kernel.cc: one thread per block of batch rows, no per-step dispatch; their

@@ -6,11 +6,12 @@
 // arithmetic, is most of a training step. Here the batch is split once into one block of
 // rows per thread and each thread runs every time step of its rows on its own: rows of a
 // batch never meet in a recurrence, so the threads need no synchronization until the end.
-// A step is one single-threaded matmul ([x_t, h] @ [W; R], packed once per op; from bf16
-// values with the ops' bf16 attribute, on a CPU with bf16 dot products) and the gate
-// arithmetic, vectorized. The input projection is part of each step's product rather than a
-// matmul over all steps before the loop: that one wrote a [T, B, 4U] array that the loop
-// then read back, one more trip through memory for the largest array of the layer.
+// A step is one single-threaded matmul (h @ R, R packed once per op; from bf16 values with
+// the ops' bf16 attribute, on a CPU with bf16 dot products) and the gate arithmetic,
+// vectorized. The input projection b + x @ W is the forward op's too: each thread makes it
+// for its rows a few steps ahead, into a buffer that stays in cache. (As one matmul over
+// all steps before the op it wrote a [T, B, 4U] array that the loop then read back, one
+// more trip through memory for the largest array of the layer.)
 //
 // Shapes: T steps, B rows, F input features, U units, gates in the order i, f, g, o (as
 // seqkit's LSTMCell). The large matmuls of the backward pass (the kernels' and the input's
@@ -50,9 +51,9 @@ using ConstArrayMap = Eigen::Map<const Eigen::ArrayXf>;
 
 namespace ei = Eigen::internal;
 
-// out += A @ x, A [m, k] being the stacked or recurrent kernel (fixed for the whole op,
-// stored in AOrder) and x [k, n] one step's rows (column-major; out [m, n] too: h^T and z^T
-// are the row-major h and z). Eigen's `z.noalias() += h * R` repacks R into cache-sized panels on
+// out += A @ x, A [m, k] being the recurrent or input kernel (fixed for the whole op,
+// stored in AOrder) and x [k, n] one step's rows or a few steps' (column-major; out [m, n]
+// too: h^T and z^T are the row-major h and z). Eigen's `z.noalias() += h * R` repacks R into cache-sized panels on
 // every call (4 MiB at 512 units, once per step and thread) and allocates its buffers per
 // call, which glibc served on worker threads as fresh mmaps, unmapped on free: on a 2 x 512
 // model that was 340,000 page faults a second and half of the training time. Here A is
@@ -212,6 +213,11 @@ class Bf16RecurrentProduct {
 constexpr bool kHasBf16 = false;
 #endif
 
+// About how many floats of input projections a thread of the forward op keeps at a time.
+constexpr int64_t kChunkFloats = 64 * 1024;
+// At most how many rows a block of the forward op takes through the steps.
+constexpr int64_t kMaxBlockRows = 64;
+
 // How many blocks the batch's rows are split into: one per worker thread.
 int64_t RowBlocks(OpKernelContext* ctx, int64_t rows) {
   const int threads = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
@@ -290,7 +296,7 @@ REGISTER_OP("SeqkitLstmForward")
     .Output("gates: float")           // [T, B, 4U]: i, f, g, o after their activations
     .Output("cs: float")              // [T, B, U]: c after each step
     .Output("inputs: float")          // [T, B, F + U]: x and h before each step
-    .Attr("bf16: bool = false")        // the step products [x, h] @ [W; R] from bf16 values (float32 sums)
+    .Attr("bf16: bool = false")        // the step products h @ R from bf16 values (float32 sums)
     .SetShapeFn(ForwardShapes);
 
 // The same loop for inference: nothing kept for a backward pass, so each thread's gates
@@ -355,29 +361,46 @@ class LstmForward : public OpKernel {
     float* h_last_data = h_last->flat<float>().data();
     float* c_last_data = c_last->flat<float>().data();
     const Eigen::Map<const Eigen::RowVectorXf> b(bias.flat<float>().data(), g4);
-    // [W; R] [F + U, 4U], row-major: each step is one product [x_t, h] @ [W; R], so the
-    // input projection of every step is never written out and read back.
-    Matrix stacked(width, g4);
-    stacked.topRows(features) = ConstMatrixMap(kernel.flat<float>().data(), features, g4);
-    stacked.bottomRows(units) = ConstMatrixMap(recurrent.flat<float>().data(), units, g4);
+    const float* w_data = kernel.flat<float>().data();  // W [F, 4U], row-major
+    const float* r_data = recurrent.flat<float>().data();  // R [U, 4U], row-major
 
-    const int64_t blocks = RowBlocks(ctx, rows), max_rows = (rows + blocks - 1) / blocks;
-    auto run = [&](const auto& product) {  // z = b + [x_t, h] @ [W; R], each step
+    // One block of rows per thread, or more where a thread's share would pass kMaxBlockRows:
+    // a step's gates, written by the projection and added to by h @ R, then stay in cache.
+    const int64_t blocks = std::max(RowBlocks(ctx, rows), (rows + kMaxBlockRows - 1) / kMaxBlockRows);
+    const int64_t max_rows = (rows + blocks - 1) / blocks;
+    // Each thread projects its rows' inputs a few steps at a time, one product of `chunk`
+    // steps' rows into a buffer that stays in cache (about kChunkFloats), rather than
+    // step by step (products of as few as 8 rows) or for all steps before the loop (a
+    // [T, B, 4U] array out to memory and back).
+    const int64_t chunk = std::clamp<int64_t>(kChunkFloats / std::max<int64_t>(1, max_rows * g4), 1, std::max<int64_t>(steps, 1));
+    // z^T += W^T @ x^T, W^T [4U, F] being W read column-major.
+    const PackedRecurrentProduct<Eigen::ColMajor> projection(w_data, g4, features, g4, chunk * max_rows);
+    auto run = [&](const auto& recur) {  // z = (b + x_t @ W) + h @ R, each step
       ForRowBlocks(ctx, rows, blocks, [&](int64_t, int64_t first, int64_t end) {
         const int64_t n = end - first;
         Matrix h = ConstMatrixMap(h0_data + first * units, n, units);
         Matrix c = ConstMatrixMap(c0_data + first * units, n, units);
         Eigen::ArrayXf c_new(units), h_new(units);
-        auto workspace = product.MakeWorkspace();
-        Matrix z_own(keep_ ? 0 : n, g4), xh_own(keep_ ? 0 : n, width);
+        auto workspace = recur.MakeWorkspace();
+        auto projection_workspace = projection.MakeWorkspace();
+        Matrix xs(chunk * n, features), zs(chunk * n, g4), z_own(keep_ ? 0 : n, g4);
         for (int64_t t = 0; t < steps; ++t) {
-          const int64_t seq_at = (t * rows + first) * units;
-          MatrixMap xh(keep_ ? inputs_data + (t * rows + first) * width : xh_own.data(), n, width);
-          xh.leftCols(features) = ConstMatrixMap(x_data + (t * rows + first) * features, n, features);
-          xh.rightCols(units) = h;
+          const int64_t seq_at = (t * rows + first) * units, k = t % chunk;
+          if (k == 0) {  // the next steps' b + x @ W
+            const int64_t len = std::min(chunk, steps - t);
+            for (int64_t s = 0; s < len; ++s)
+              xs.middleRows(s * n, n) = ConstMatrixMap(x_data + ((t + s) * rows + first) * features, n, features);
+            zs.topRows(len * n).rowwise() = b;
+            projection.AddTo(xs.data(), len * n, zs.data(), projection_workspace);
+          }
+          if (keep_) {
+            MatrixMap xh(inputs_data + (t * rows + first) * width, n, width);
+            xh.leftCols(features) = xs.middleRows(k * n, n);
+            xh.rightCols(units) = h;
+          }
           MatrixMap z(keep_ ? gate_data + (t * rows + first) * g4 : z_own.data(), n, g4);
-          z.rowwise() = b;
-          product.AddTo(xh.data(), n, z.data(), workspace);
+          z = zs.middleRows(k * n, n);
+          recur.AddTo(h.data(), n, z.data(), workspace);
           for (int64_t r = 0; r < n; ++r) {
             float* zb = z.row(r).data();
             ArrayMap i(zb, units), f(zb + units, units), g(zb + 2 * units, units), o(zb + 3 * units, units);
@@ -408,10 +431,10 @@ class LstmForward : public OpKernel {
       });
     };
 #if defined(__AVX512BF16__)
-    if (bf16_) return run(Bf16RecurrentProduct(stacked.data(), width, g4, g4, 1, max_rows));
+    if (bf16_) return run(Bf16RecurrentProduct(r_data, units, g4, g4, 1, max_rows));
 #endif
-    // z^T += [W; R]^T @ [x_t, h]^T, [W; R]^T [4U, F + U] being [W; R] read column-major.
-    run(PackedRecurrentProduct<Eigen::ColMajor>(stacked.data(), g4, width, g4, max_rows));
+    // z^T += R^T @ h^T, R^T [4U, U] being R read column-major.
+    run(PackedRecurrentProduct<Eigen::ColMajor>(r_data, g4, units, g4, max_rows));
   }
 
  private:
