@@ -123,6 +123,15 @@ def _matmul(a, b, low, dtype, **kwargs):
     return tf.cast(tf.matmul(tf.cast(a, low), tf.cast(b, low), **kwargs), dtype)
 
 
+def _weight_and_input_grads(inputs_flat, dz_flat, kernel, x_shape, low, dtype):
+    """The input's gradient ``dZ @ W^T`` and both kernels' as one product,
+    ``[X, H_prev]^T @ dZ``, split into W's and R's; from values in ``low``, as ``dtype``."""
+    d_stacked = _matmul(inputs_flat, dz_flat, low, dtype, transpose_a=True)
+    d_kernel, d_recurrent = tf.split(d_stacked, [tf.shape(kernel)[0], -1], 0)
+    d_x = tf.reshape(_matmul(dz_flat, kernel, low, dtype, transpose_b=True), x_shape)
+    return d_x, d_kernel, d_recurrent
+
+
 def _native_inputs(x_tm, mask_tm):
     """The op library (built on first use) and the mask [time, batch]."""
     if x_tm.dtype != tf.float32:
@@ -146,11 +155,10 @@ def _native_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low, bf1
                 recurrent_kernel, c0, mask, gates, cs, d_out, d_h_last, d_c_last, bf16=bf16_loops
             )
             dz = tf.cast(tf.reshape(dz, [-1, tf.shape(kernel)[1]]), low)
-            # Both kernels' gradients as one matmul: [x, h_prev]^T @ dz.
-            inputs_flat = tf.reshape(inputs, [-1, tf.shape(inputs)[2]])
-            d_stacked = _matmul(inputs_flat, dz, low, tf.float32, transpose_a=True)
-            d_kernel, d_recurrent = tf.split(d_stacked, [tf.shape(kernel)[0], -1], 0)
-            d_x = tf.reshape(_matmul(dz, kernel, low, tf.float32, transpose_b=True), tf.shape(x_tm))
+            inputs_flat = tf.reshape(inputs, [-1, tf.shape(inputs)[2]])  # [x, h_prev] of every step
+            d_x, d_kernel, d_recurrent = _weight_and_input_grads(
+                inputs_flat, dz, kernel, tf.shape(x_tm), low, tf.float32
+            )
             return d_x, d_kernel, d_bias, d_recurrent, dh0, dc0
 
         return (outputs, h_last, c_last), grad
@@ -230,9 +238,9 @@ def _xla_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low):
                 return dh0, dc0, tf.reduce_sum(dz_flat, 0), *low_values
 
             dh0, dc0, d_bias, dz_flat, inputs, low_kernel = run_backward(d_h_last, d_c_last)
-            d_stacked = _matmul(inputs, dz_flat, low_dtype, dtype, transpose_a=True)
-            d_kernel, d_recurrent = tf.split(d_stacked, [tf.shape(kernel)[0], -1], 0)
-            d_x = tf.reshape(_matmul(dz_flat, low_kernel, low_dtype, dtype, transpose_b=True), tf.shape(x_tm))
+            d_x, d_kernel, d_recurrent = _weight_and_input_grads(
+                inputs, dz_flat, low_kernel, tf.shape(x_tm), low_dtype, dtype
+            )
             return d_x, d_kernel, d_bias, d_recurrent, dh0, dc0
 
         return (outputs, h_last, c_last), grad

@@ -53,9 +53,9 @@ namespace ei = Eigen::internal;
 
 // out += A @ x, A [m, k] being the recurrent or input kernel (fixed for the whole op,
 // stored in AOrder) and x [k, n] one step's rows or a few steps' (column-major; out [m, n]
-// too: h^T and z^T are the row-major h and z). Eigen's `z.noalias() += h * R` repacks R into cache-sized panels on
-// every call (4 MiB at 512 units, once per step and thread) and allocates its buffers per
-// call, which glibc served on worker threads as fresh mmaps, unmapped on free: on a 2 x 512
+// too: h^T and z^T are the row-major h and z). Eigen's `z.noalias() += h * R` repacks R
+// into cache-sized panels on every call (4 MiB at 512 units, once per step and thread) and
+// allocates its buffers per call, which glibc served on worker threads as fresh mmaps, unmapped on free: on a 2 x 512
 // model that was 340,000 page faults a second and half of the training time. Here A is
 // packed once per op, shared read-only by the threads, and each thread packs only its thin
 // x into a buffer it keeps; the panel loops and kernel are Eigen's own (GeneralMatrixMatrix.h).
@@ -372,7 +372,8 @@ class LstmForward : public OpKernel {
     // steps' rows into a buffer that stays in cache (about kChunkFloats), rather than
     // step by step (products of as few as 8 rows) or for all steps before the loop (a
     // [T, B, 4U] array out to memory and back).
-    const int64_t chunk = std::clamp<int64_t>(kChunkFloats / std::max<int64_t>(1, max_rows * g4), 1, std::max<int64_t>(steps, 1));
+    const int64_t chunk =
+        std::clamp<int64_t>(kChunkFloats / std::max<int64_t>(1, max_rows * g4), 1, std::max<int64_t>(steps, 1));
     // z^T += W^T @ x^T, W^T [4U, F] being W read column-major.
     const PackedRecurrentProduct<Eigen::ColMajor> projection(w_data, g4, features, g4, chunk * max_rows);
     auto run = [&](const auto& recur) {  // z = (b + x_t @ W) + h @ R, each step
@@ -383,7 +384,7 @@ class LstmForward : public OpKernel {
         Eigen::ArrayXf c_new(units), h_new(units);
         auto workspace = recur.MakeWorkspace();
         auto projection_workspace = projection.MakeWorkspace();
-        Matrix xs(chunk * n, features), zs(chunk * n, g4), z_own(keep_ ? 0 : n, g4);
+        Matrix xs(chunk * n, features), zs(chunk * n, g4);
         for (int64_t t = 0; t < steps; ++t) {
           const int64_t seq_at = (t * rows + first) * units, k = t % chunk;
           if (k == 0) {  // the next steps' b + x @ W
@@ -398,8 +399,9 @@ class LstmForward : public OpKernel {
             xh.leftCols(features) = xs.middleRows(k * n, n);
             xh.rightCols(units) = h;
           }
-          MatrixMap z(keep_ ? gate_data + (t * rows + first) * g4 : z_own.data(), n, g4);
-          z = zs.middleRows(k * n, n);
+          // Training keeps the gates for the backward op; inference uses them where they are.
+          MatrixMap z(keep_ ? gate_data + (t * rows + first) * g4 : zs.data() + k * n * g4, n, g4);
+          if (keep_) z = zs.middleRows(k * n, n);
           recur.AddTo(h.data(), n, z.data(), workspace);
           for (int64_t r = 0; r < n; ++r) {
             float* zb = z.row(r).data();
