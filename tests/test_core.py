@@ -1,5 +1,9 @@
 """The sequence core: cell equations, masking, carried state, dropout, serialization."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,6 +13,8 @@ from seqkit.core import SequenceEncoder
 from seqkit.core import native
 from seqkit.core.fused import cpu_has_bf16, split_step
 from seqkit.errors import SeqkitError
+
+from conftest import REPO
 
 CELLS = ["lstm", "gru", "rnn", "peephole"]
 rng = np.random.default_rng(0)
@@ -364,8 +370,11 @@ def test_single_steps_equal_the_sequence_run(cell):
 native_step = pytest.mark.skipif(not native.available(native.STEP), reason="the native decoding step does not build here")
 
 
+STEP_CASES = [(1, tf.float32, 1e-5), (3, tf.float32, 1e-5), (3, tf.float16, 3e-3)]  # batch, weights, atol
+
+
 @native_step
-@pytest.mark.parametrize("batch, dtype, atol", [(1, tf.float32, 1e-5), (3, tf.float32, 1e-5), (3, tf.float16, 3e-3)])
+@pytest.mark.parametrize("batch, dtype, atol", STEP_CASES)
 def test_native_steps_equal_the_cells_steps(batch, dtype, atol):
     if dtype == tf.float16 and not native.cpu_has_f16c():
         pytest.skip("float16 weights need F16C")
@@ -379,6 +388,20 @@ def test_native_steps_equal_the_cells_steps(batch, dtype, atol):
         np.testing.assert_array_equal(got, reversed_order)  # the order of the blocks changes no bit
         np.testing.assert_allclose(got, expected, atol=atol)
     assert (max(float(np.abs(g - w).max()) for g, w in zip(forwards, want)) > 1e-5) == (dtype == tf.float16)
+
+
+@native_step
+@pytest.mark.skipif("avx512f" not in native.cpu_flags(), reason="without AVX-512 the test above runs the AVX2 build")
+def test_the_avx2_build_of_the_native_step_equals_the_cells_steps(tmp_path):
+    """lstm_step.cc has code for AVX2 CPUs that a build for this CPU leaves out: build it for
+    Haswell (benchmarks/avx2/c++) in a fresh kernel cache and run the test above on it."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "CXX": str(REPO / "benchmarks" / "avx2" / "c++"),
+           "SEQKIT_AVX2_CXX": os.environ.get("CXX", "c++")}
+    script = "import test_core as t\nfor case in t.STEP_CASES: t.test_native_steps_equal_the_cells_steps(*case)"
+    run = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO / "tests", capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(list((tmp_path / "seqkit" / "kernels").glob("lstm-step-*.so"))) == 1
 
 
 @pytest.mark.parametrize("cell, units, expected", [("lstm", 32, True), ("lstm", 24, False), ("gru", 32, False), ("peephole", 32, False)])
