@@ -31,6 +31,8 @@ def main() -> None:
     interrupt_after = int(options.get("--interrupt-after", 0))
     die_in_save = int(options.get("--die-in-save", 0))
     dump = options.get("--dump-weights")
+    if interrupt_after:  # a shell that starts a job in the background starts it ignoring SIGINT
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     original_init, original_fit, saves = Trainer.__init__, Trainer.fit, []
 
     def init(self, *a, **k):
