@@ -49,7 +49,7 @@ from core_speed import keras_variant, seqkit_variant  # noqa: E402
 from workloads import CHAR_STEPS, EMBEDDING, SAMPLING_UNITS, TRAINING, alternate, sampling_run, sampling_workload  # noqa: E402
 
 from seqkit.core import SequenceEncoder, native  # noqa: E402
-from seqkit.core.train import inference_function  # noqa: E402
+from seqkit.core.trainer import inference_function  # noqa: E402
 from seqkit.mnist.bench import machine_gflops, peak_memory_mib  # noqa: E402
 
 try:
@@ -248,7 +248,7 @@ def cpu_description() -> str:
             if flag in flags]
     if wide == ["AVX-512"]:
         wide.append("no bf16 dot products")
-    held = ", shown to every library as AVX2 by benchmarks/avx2/run" if os.environ.get("SEQKIT_AVX2_CXX") else ""
+    held = ", shown to every library as AVX2 by benchmarks/experiments/avx2/run" if os.environ.get("SEQKIT_AVX2_CXX") else ""
     return f"{model} ({', '.join(wide) or ('AVX2, no AVX-512' if 'avx2' in flags else 'no AVX2')}{held})"
 
 

@@ -1,6 +1,6 @@
 """Plain PyTorch references of the harness's workloads, and a run of them alone.
 
-    python benchmarks/torch_reference.py --out benchmarks/torch-gpu   # writes .json; prints a table
+    python benchmarks/torch_reference.py --out benchmarks/results/torch-gpu   # writes .json; prints a table
 
 ``benchmarks/harness.py`` times these beside seqkit and Keras in one process. Run alone
 (no TensorFlow imported), they give PyTorch's figures where the two frameworks cannot share

@@ -125,7 +125,7 @@ def train_char(corpus, out, encoding, fresh, strategy, worker_timeout, **options
     import signal
     from pathlib import Path
 
-    from seqkit.text.train import CharConfig, train_char as run
+    from seqkit.text.train_char import CharConfig, train_char as run
 
     renamed = {"warmup": "warmup_steps"}
     options = {renamed.get(k, k): v for k, v in options.items() if v is not None}
@@ -200,7 +200,7 @@ def generate(
     import json
 
     from seqkit.decode.lm import CharLM
-    from seqkit.decode.samplers import Sampler
+    from seqkit.decode.sampling import Sampler
     from seqkit.decode.search import beam_search, prediction_tree, sample
 
     sampler = Sampler(temperature, top_k, top_p, greedy)

@@ -25,7 +25,7 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from seqkit.core.train import Trainer
+    from seqkit.core.trainer import Trainer
 
     delay = float(options.get("--step-delay", 0))
     interrupt_after = int(options.get("--interrupt-after", 0))

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from seqkit.cli import main
 from seqkit.core import cudnn
-from seqkit.core.train import TrainConfig
-from seqkit.text.train import CharConfig, train_char
+from seqkit.core.trainer import TrainConfig
+from seqkit.text.train_char import CharConfig, train_char
 
 from conftest import REPO
 

@@ -394,8 +394,8 @@ def test_native_steps_equal_the_cells_steps(batch, dtype, atol):
 @pytest.mark.skipif("avx512f" not in native.cpu_flags(), reason="without AVX-512 the test above runs the AVX2 build")
 def test_the_avx2_build_of_the_native_step_equals_the_cells_steps(tmp_path):
     """lstm_step.cc has code for AVX2 CPUs that a build for this CPU leaves out: build it for
-    Haswell (benchmarks/avx2/c++) in a fresh kernel cache and run the test above on it."""
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "CXX": str(REPO / "benchmarks" / "avx2" / "c++"),
+    Haswell (benchmarks/experiments/avx2/c++) in a fresh kernel cache and run the test above on it."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "CXX": str(REPO / "benchmarks" / "experiments" / "avx2" / "c++"),
            "SEQKIT_AVX2_CXX": os.environ.get("CXX", "c++")}
     script = "import test_core as t\nfor case in t.STEP_CASES: t.test_native_steps_equal_the_cells_steps(*case)"
     run = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO / "tests", capture_output=True, text=True,

@@ -8,7 +8,7 @@ import tensorflow as tf
 import keras
 
 from seqkit.core import SequenceEncoder, cudnn
-from seqkit.core.train import Trainer, TrainConfig, inference_function
+from seqkit.core.trainer import Trainer, TrainConfig, inference_function
 from seqkit.errors import SeqkitError
 
 CUDNN_CELLS = ["lstm", "gru", "rnn"]

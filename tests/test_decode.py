@@ -14,13 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqkit.core import native
-from seqkit.core.train import TrainConfig
+from seqkit.core.trainer import TrainConfig
 from seqkit.decode.lm import CharLM
-from seqkit.decode.samplers import Sampler, draw, filter_logits
+from seqkit.decode.sampling import Sampler, draw, filter_logits
 from seqkit.decode.search import beam_search, prediction_tree, sample, score
 from seqkit.errors import SeqkitError
-from seqkit.text.model import CharModelConfig, build_char_model
-from seqkit.text.train import CharConfig, train_char
+from seqkit.text.char_model import CharModelConfig, build_char_model
+from seqkit.text.train_char import CharConfig, train_char
 from seqkit.text.vocab import Vocabulary
 
 from conftest import REPO

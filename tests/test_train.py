@@ -7,7 +7,7 @@ import keras
 
 from seqkit.core import SequenceEncoder, cudnn
 from seqkit.core.fused import cpu_has_bf16
-from seqkit.core.train import Trainer, TrainConfig, inference_function, make_optimizer
+from seqkit.core.trainer import Trainer, TrainConfig, inference_function, make_optimizer
 from seqkit.errors import SeqkitError
 
 
@@ -95,7 +95,7 @@ def _lstm_or(cell):
 @cpu_defaults
 @pytest.mark.parametrize("has_bf16, cell, expected", [(True, "lstm", True), (True, "gru", False), (False, "lstm", False)])
 def test_bf16_gradients_by_default_only_where_they_pay(monkeypatch, has_bf16, cell, expected):
-    import seqkit.core.train as train_module
+    import seqkit.core.trainer as train_module
 
     monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: has_bf16)
     assert Trainer(_lstm_or(cell), TrainConfig(bf16_gradients=None), 1).bf16_gradients is expected

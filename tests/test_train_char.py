@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from seqkit.core.train import TrainConfig, Trainer
+from seqkit.core.trainer import TrainConfig, Trainer
 from seqkit.errors import SeqkitError
-from seqkit.text.train import CharConfig, train_char
+from seqkit.text.train_char import CharConfig, train_char
 
 from conftest import REPO
 
@@ -106,7 +106,7 @@ def test_a_run_saved_before_a_model_option_existed_still_resumes(corpus, tmp_pat
 def test_with_weight_averages_the_saved_model_is_the_averaged_one(corpus, tmp_path):
     import keras
 
-    from seqkit.text.model import build_char_model
+    from seqkit.text.char_model import build_char_model
     from seqkit.text.vocab import Vocabulary
 
     out = tmp_path / "run"

@@ -20,7 +20,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from seqkit.decode.lm import CharLM
-from seqkit.decode.samplers import draw
+from seqkit.decode.sampling import draw
 from seqkit.errors import SeqkitError
 from seqkit.fileio import atomic_dir
 from seqkit.text.vocab import UNKNOWN_ID, UNKNOWN_SYMBOL

@@ -20,7 +20,7 @@ class CharLM:
     """A character model and its vocabulary.
 
     Args:
-        model: the Keras model of :func:`seqkit.text.model.build_char_model`.
+        model: the Keras model of :func:`seqkit.text.char_model.build_char_model`.
         vocab: its vocabulary.
         native_step: run the sampling loop's steps as seqkit's native step, on every core
             (1.7x to 1.8x the characters/s of XLA's one-core step with float32 weights;
@@ -52,9 +52,9 @@ class CharLM:
         """Load ``seqkit train-char``'s output folder (model.keras, else its best checkpoint)."""
         import keras
 
-        from seqkit.core.train import Trainer, TrainConfig
-        from seqkit.text.model import CharModelConfig, build_char_model
-        from seqkit.text.train import saved_identity
+        from seqkit.core.trainer import Trainer, TrainConfig
+        from seqkit.text.char_model import CharModelConfig, build_char_model
+        from seqkit.text.train_char import saved_identity
 
         path = Path(path)
         if not (path / "config.json").is_file() or not (path / "vocab.json").is_file():

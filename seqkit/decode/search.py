@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqkit.decode.lm import CharLM
-from seqkit.decode.samplers import Sampler, filter_logits
+from seqkit.decode.sampling import Sampler, filter_logits
 from seqkit.errors import SeqkitError
 from seqkit.text.vocab import describe
 

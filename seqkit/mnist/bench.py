@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seqkit.core.train import TrainConfig
+from seqkit.core.trainer import TrainConfig
 from seqkit.errors import SeqkitError
 from seqkit.fileio import with_defaults
-from seqkit.mnist.model import ClassifierConfig
+from seqkit.mnist.classifier import ClassifierConfig
 
 
 @dataclass
@@ -130,10 +130,10 @@ def _run(config: BenchConfig, data_dir: str | None, verbose: bool, strategy) -> 
     import keras
     import tensorflow as tf
 
-    from seqkit.core.train import Trainer
+    from seqkit.core.trainer import Trainer
     from seqkit.distribute import is_chief
     from seqkit.mnist.data import load_mnist, row_sequences
-    from seqkit.mnist.model import build_classifier
+    from seqkit.mnist.classifier import build_classifier
 
     verbose = verbose and is_chief(strategy)
     data = load_mnist(data_dir)

@@ -3,7 +3,7 @@
 // (Linux, a CPU with the cpuid_fault flag), and answers each CPUID instruction itself from
 // the real one with those feature bits cleared. Every library that picks its code by CPUID
 // (oneDNN, YNNPACK in XLA, MKL, OpenBLAS, gcc's -march=native) then takes its AVX2 code.
-// benchmarks/avx2/run builds and loads it.
+// benchmarks/experiments/avx2/run builds and loads it.
 #define _GNU_SOURCE
 #include <asm/prctl.h>
 #include <cpuid.h>
@@ -50,7 +50,7 @@ __attribute__((constructor)) static void start_faulting(void) {
   action.sa_sigaction = on_segv;
   action.sa_flags = SA_SIGINFO | SA_NODEFER;
   if (sigaction(SIGSEGV, &action, NULL) != 0 || syscall(SYS_arch_prctl, ARCH_SET_CPUID, 0) != 0) {
-    fprintf(stderr, "benchmarks/avx2/cpuid.c: this CPU or kernel cannot fault on CPUID\n");
+    fprintf(stderr, "benchmarks/experiments/avx2/cpuid.c: this CPU or kernel cannot fault on CPUID\n");
     exit(1);
   }
 }

@@ -1,9 +1,9 @@
 """A/B of the training step (or inference, or sampling): the working tree's seqkit against
 another git revision's, in one process.
 
-    python benchmarks/ab.py --rev HEAD --workload mnist --layers 1 --units 128 --steps 30
-    python benchmarks/ab.py --rev HEAD --workload char --layers 2 --units 256 --batch-size 64 --steps 6 --windows 4
-    python benchmarks/ab.py --rev HEAD --sample 300 --steps 5 --windows 9
+    python benchmarks/experiments/ab.py --rev HEAD --workload mnist --layers 1 --units 128 --steps 30
+    python benchmarks/experiments/ab.py --rev HEAD --workload char --layers 2 --units 256 --batch-size 64 --steps 6 --windows 4
+    python benchmarks/experiments/ab.py --rev HEAD --sample 300 --steps 5 --windows 9
 
 Two processes on this 2-core machine differ by more than most levers, so a lever is judged
 here: the revision's ``seqkit`` is extracted with ``git archive`` into a temporary folder and
@@ -19,7 +19,7 @@ its seqkit against a reference in its own process (PyTorch where installed, else
 ``fit``; with ``--infer``, seqkit's XLA evaluation step, which the native kernels leave
 alone), and compares the ratios as well as the rates:
 
-    python benchmarks/ab.py --rev HEAD --processes 4 --workload mnist --layers 1 --units 128 --windows 9
+    python benchmarks/experiments/ab.py --rev HEAD --processes 4 --workload mnist --layers 1 --units 128 --windows 9
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared workloads
 from core_speed import alternate, keras_variant, predictions_per_example, seqkit_variant  # noqa: E402
 from workloads import sampling_run, sampling_workload  # noqa: E402
 
@@ -47,7 +48,7 @@ def extract(rev: str) -> Path:
     """A folder holding ``seqkit`` as it is at ``rev``."""
     root = Path(tempfile.mkdtemp(prefix="seqkit-ab-"))
     archive = subprocess.run(["git", "archive", rev, "seqkit"], capture_output=True, check=True,
-                             cwd=Path(__file__).parent.parent).stdout
+                             cwd=Path(__file__).resolve().parents[2]).stdout
     tarfile.open(fileobj=io.BytesIO(archive)).extractall(root, filter="data")
     return root
 
@@ -60,7 +61,7 @@ def import_revision(rev: str):
     # TensorFlow refuses a second library that registers the same ops, so a revision with
     # C++ kernels uses the working tree's, and only where they are the same.
     kernel = Path("core/lstm_kernel.cc")
-    theirs, ours = root / name / kernel, Path(__file__).parent.parent / "seqkit" / kernel
+    theirs, ours = root / name / kernel, Path(__file__).resolve().parents[2] / "seqkit" / kernel
     if theirs.is_file() and theirs.read_bytes() != ours.read_bytes():
         sys.exit(f"ab.py: {rev}'s {kernel} differs from the working tree's, and one process cannot load "
                  "both: compare them by alternating whole runs (--processes N).")

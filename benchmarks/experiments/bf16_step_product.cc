@@ -4,7 +4,7 @@
 // CPU with avx512_bf16. Build and run (n rows per thread, U units, repetitions):
 //
 //   TF="import tensorflow as tf; print(' '.join(tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()))"
-//   g++ -O3 -march=native benchmarks/bf16_step_product.cc -o /tmp/step $(python -c "$TF") \
+//   g++ -O3 -march=native benchmarks/experiments/bf16_step_product.cc -o /tmp/step $(python -c "$TF") \
 //       -Wl,-rpath,$(python -c "import tensorflow as tf; print(tf.sysconfig.get_lib())")
 //   /tmp/step 64 128 2000
 

@@ -16,10 +16,10 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from seqkit.core.train import Record, TrainConfig
+from seqkit.core.trainer import Record, TrainConfig
 from seqkit.errors import SeqkitError
 from seqkit.fileio import atomic_path, read_json, with_defaults, write_json, write_text
-from seqkit.text.model import CharModelConfig
+from seqkit.text.char_model import CharModelConfig
 from seqkit.text.vocab import Vocabulary
 
 NATS_PER_BIT = math.log(2.0)
@@ -157,10 +157,10 @@ def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: st
     import keras
     import tensorflow as tf
 
-    from seqkit.core.train import Trainer
+    from seqkit.core.trainer import Trainer
     from seqkit.distribute import is_chief
     from seqkit.text.corpus import eval_windows, read_corpus, train_windows, windows_per_epoch
-    from seqkit.text.model import build_char_model
+    from seqkit.text.char_model import build_char_model
 
     chief = is_chief(strategy)
     verbose = verbose and chief

@@ -20,8 +20,8 @@ by a dynamic slice (``xp[t]``, as every loop over stored steps must), by a stati
 or from loop state (the slice taken one step ahead), to show what a dynamic slice fused
 into the arithmetic costs on XLA's CPU backend.
 
-    python benchmarks/recurrence_floor.py
-    python benchmarks/recurrence_floor.py --steps 100 --batch 64 --inputs 256 --units 256 --calls 5
+    python benchmarks/experiments/recurrence_floor.py
+    python benchmarks/experiments/recurrence_floor.py --steps 100 --batch 64 --inputs 256 --units 256 --calls 5
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import tensorflow as tf  # noqa: E402
 
 from seqkit.core.fused import lstm_scan, split_step  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared workloads
 from core_speed import alternate  # noqa: E402
 
 

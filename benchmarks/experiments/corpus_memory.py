@@ -4,7 +4,7 @@ Builds corpora of the given sizes by repeating Tiny Shakespeare, runs a short tr
 each in its own process (same model and steps), and reports each process's peak resident
 memory and its growth over the smallest corpus's run.
 
-    SEQKIT_DATA_DIR=../shared/data python benchmarks/corpus_memory.py --sizes-mb 1 100
+    SEQKIT_DATA_DIR=../shared/data python benchmarks/experiments/corpus_memory.py --sizes-mb 1 100
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """How close single-stream sampling is to its floor: the weight matrices read per character.
 
-    python benchmarks/sampling_floor.py
+    python benchmarks/experiments/sampling_floor.py
 
 One stream of the harness's 2 x 256 character model multiplies a single row by every weight
 matrix (embedding-to-gates, two recurrent, one layer-to-layer, the head: 3.3 MiB in float32)
@@ -15,6 +15,10 @@ on every core and so can pass that ceiling, with float32 weights and with float1
 
 from __future__ import annotations
 
+import sys
+
+from pathlib import Path
+
 import argparse
 import os
 import statistics
@@ -25,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from seqkit.decode.lm import CharLM  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared workloads
 from workloads import EMBEDDING, SAMPLING_UNITS as UNITS, VOCAB, sampling_run, sampling_workload  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """Validation loss of a trained character model as a function of the evaluation window.
 
-    python benchmarks/val_windows.py OUT_DIR CORPUS 64 100 256
+    python benchmarks/experiments/val_windows.py OUT_DIR CORPUS 64 100 256
 
 `train-char` reports validation over windows of its own `--seq-len`, each read from a zero
 state, so the first characters of every window are predicted with little context. This
@@ -20,7 +20,7 @@ import tensorflow as tf  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # one trace per window length (and the last batch) is expected
 
-from seqkit.core.train import sparse_loss_and_hits  # noqa: E402
+from seqkit.core.trainer import sparse_loss_and_hits  # noqa: E402
 from seqkit.decode.lm import CharLM  # noqa: E402
 from seqkit.fileio import read_json  # noqa: E402
 from seqkit.text.corpus import eval_windows, read_corpus  # noqa: E402

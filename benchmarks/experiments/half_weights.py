@@ -3,7 +3,7 @@ with the native step's weights in float16 against float32.
 
     seqkit train-char $SEQKIT_DATA_DIR/tinyshakespeare/input.txt --out runs/shake256 \\
         --units 256 --layers 2 --embedding 64 --max-time 480
-    python benchmarks/half_weights.py runs/shake256 $SEQKIT_DATA_DIR/tinyshakespeare/input.txt
+    python benchmarks/experiments/half_weights.py runs/shake256 $SEQKIT_DATA_DIR/tinyshakespeare/input.txt
 
 The predictions: the model reads the last ``--chars`` characters of its corpus (the
 validation tail: train-char holds out the last tenth) one at a time through the native step (the sampling loop's path), once with each
@@ -15,6 +15,8 @@ and the native step with float16 weights, alternating (``workloads.alternate``).
 
 from __future__ import annotations
 
+import sys
+
 import argparse
 import math
 import os
@@ -25,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from seqkit.decode.lm import CharLM  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared workloads
 from workloads import alternate, sampling_run  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """Decoding speed of a trained character model, against re-running the prefix, in one run.
 
-    python benchmarks/decode_speed.py --model runs/input --length 500
+    python benchmarks/experiments/decode_speed.py --model runs/input --length 500
 
 Reports: sampling characters/second with the compiled incremental loop and with a naive
 loop that re-runs the whole prefix through the model for every character (the ratio is
@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from seqkit.decode.lm import CharLM  # noqa: E402
-from seqkit.decode.samplers import Sampler  # noqa: E402
+from seqkit.decode.sampling import Sampler  # noqa: E402
 from seqkit.decode.search import beam_search, prediction_tree, sample  # noqa: E402
 
 

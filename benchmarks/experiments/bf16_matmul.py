@@ -1,6 +1,6 @@
 """Matmul throughput in float32 and bfloat16, under XLA and in TensorFlow's own kernels (oneDNN).
 
-    python benchmarks/bf16_matmul.py
+    python benchmarks/experiments/bf16_matmul.py
 
 Why `TrainConfig(bf16_gradients=True)` takes the LSTM's weight-gradient matmuls out of XLA:
 on a CPU with bf16 dot products (AVX512-BF16, AMX) oneDNN runs them in bf16 much faster than
