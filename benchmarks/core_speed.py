@@ -30,7 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from workloads import CHAR_STEPS, VOCAB, alternate  # noqa: E402
+from workloads import CHAR_STEPS, VOCAB, alternate, first_module  # noqa: E402
 
 
 def dataset(args) -> tf.data.Dataset:
@@ -70,7 +70,8 @@ def seqkit_variant(
     package named ``package`` (another revision's copy in `ab.py`); ``options`` are further
     ``TrainConfig`` settings (pass only those that are on: older revisions lack some)."""
     extra = {"weight_drop": weight_drop} if weight_drop else {}  # older revisions lack it
-    core, train = importlib.import_module(f"{package}.core"), importlib.import_module(f"{package}.core.train")
+    core = importlib.import_module(f"{package}.core")
+    train = first_module(package, "core.trainer", "core.train")  # the latter before 2026-12-03
 
     def build():
         inputs, x = frontend(args)

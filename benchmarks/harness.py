@@ -48,9 +48,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from core_speed import keras_variant, seqkit_variant  # noqa: E402
 from workloads import CHAR_STEPS, EMBEDDING, SAMPLING_UNITS, TRAINING, alternate, sampling_run, sampling_workload  # noqa: E402
 
-from seqkit.core import SequenceEncoder, native  # noqa: E402
-from seqkit.core.trainer import inference_function  # noqa: E402
-from seqkit.mnist.bench import machine_gflops, peak_memory_mib  # noqa: E402
+from seqkit import machine  # noqa: E402
+from seqkit.core import SequenceEncoder  # noqa: E402
+from seqkit.core.inference import inference_function  # noqa: E402
+from seqkit.machine import matmul_gflops, peak_memory_mib  # noqa: E402
 
 try:
     import torch
@@ -237,7 +238,7 @@ def markdown(report: dict) -> str:
 def cpu_description() -> str:
     """The CPU's model and the vector extensions that decide which of seqkit's CPU paths run:
     results differ most between CPUs with and without AVX-512 and bf16 dot products."""
-    flags = set(native.cpu_flags())
+    flags = set(machine.cpu_flags())
     try:
         with open("/proc/cpuinfo") as info:
             model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
@@ -277,7 +278,7 @@ def main() -> None:
         "versions": f"tensorflow {tf.__version__}, keras {keras.__version__}"
         + (f", torch {torch.__version__}" if torch is not None else ", no torch"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "matmul_peak_gflops": machine_gflops(seconds=2.0, n=1024),
+        "matmul_peak_gflops": matmul_gflops(seconds=2.0, n=1024),
         "training": {},
     }
     for name, workload in TRAINING.items():

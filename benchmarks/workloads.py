@@ -41,7 +41,8 @@ def alternate(variants: dict, units_per_call: float, calls: int, windows: int) -
 def sampling_workload(package: str = "seqkit"):
     """The sampling workload built with ``package`` (``ab.py`` passes a revision's copy of
     seqkit): an untrained 2 x 256 character model on ASCII 32 to 95, and its prime's ids."""
-    lm, model, vocabulary = (importlib.import_module(f"{package}.{m}") for m in ("decode.lm", "text.model", "text.vocab"))
+    lm, vocabulary = (importlib.import_module(f"{package}.{m}") for m in ("decode.lm", "text.vocab"))
+    model = first_module(package, "text.char_model", "text.model")  # the latter before 2026-12-03
     vocab = vocabulary.Vocabulary.from_points(range(32, 32 + VOCAB - 1))
     char_lm = lm.CharLM(model.build_char_model(model.CharModelConfig(vocab.size, EMBEDDING, "lstm", 2, SAMPLING_UNITS)), vocab)
     return char_lm, char_lm.encode_prime("TO BE OR NOT TO BE")
@@ -50,10 +51,23 @@ def sampling_workload(package: str = "seqkit"):
 def sampling_run(lm, prime, length: int, package: str = "seqkit"):
     """``run(calls)``: ``calls`` samples of ``length`` characters after ``prime`` from ``lm``,
     seeds 0, 1, ..., with ``package``'s ``sample`` and default ``Sampler``."""
-    search, samplers = (importlib.import_module(f"{package}.decode.{m}") for m in ("search", "samplers"))
+    decode = importlib.import_module(f"{package}.decode")
+    if not hasattr(decode, "sample"):  # a revision before 2026-12-03
+        decode.sample = importlib.import_module(f"{package}.decode.search").sample
+        decode.Sampler = importlib.import_module(f"{package}.decode.samplers").Sampler
 
     def run(calls):
         for seed in range(calls):
-            search.sample(lm, prime, length, samplers.Sampler(), seed=seed)
+            decode.sample(lm, prime, length, decode.Sampler(), seed=seed)
 
     return run
+
+
+def first_module(package: str, *names: str):
+    """The first of ``package``'s modules ``names`` that exists (layouts of other revisions)."""
+    for name in names:
+        try:
+            return importlib.import_module(f"{package}.{name}")
+        except ModuleNotFoundError:
+            continue
+    raise ModuleNotFoundError(f"none of {names} in {package}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import warnings
 
@@ -37,6 +38,27 @@ def _quiet_tensorflow() -> None:
         pass  # no real stderr descriptor (e.g. captured by a test runner): nothing to hide
 
 
+# API parameters whose flags are not simply their names with dashes.
+FLAGS = {
+    "out_dir": "--out",
+    "checkpoint_dir": "--out",
+    "model_dir": "--model",
+    "max_seconds": "--max-time",
+    "warmup_steps": "--warmup",
+}
+
+
+def as_flags(message: str, renamed: dict[str, str] | None = None) -> str:
+    """An API message with each backquoted parameter name (`top_p`) phrased as its flag."""
+    flags = {**FLAGS, **(renamed or {})}
+    return re.sub(r"`([a-z_]+)`", lambda m: flags.get(m[1], "--" + m[1].replace("_", "-")), message)
+
+
+def _rename(**renamed: str) -> None:
+    """For this command's errors, API parameters named otherwise than :data:`FLAGS` says."""
+    click.get_current_context().find_root().meta["seqkit.flags"] = renamed
+
+
 class _Seqkit(click.Group):
     def invoke(self, ctx: click.Context):
         try:
@@ -44,7 +66,7 @@ class _Seqkit(click.Group):
         except SeqkitError as err:
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"seqkit: error: {err}", err=True)
+            click.echo(f"seqkit: error: {as_flags(str(err), ctx.meta.get('seqkit.flags'))}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("seqkit: interrupted.", err=True)
@@ -77,7 +99,7 @@ def _kernel_options(command):
     """--cudnn, --native-kernels, --bf16-gradients and --bf16-recurrence, shared by the training commands."""
     command = click.option(
         "--bf16-recurrence/--no-bf16-recurrence", default=None,
-        help="The native LSTM loops' step products from bfloat16 values, about 1.2x faster training [off].",
+        help="The native LSTM loops' step products from bfloat16 values, faster training on a CPU with bf16 dot products [off].",
     )(command)
     command = click.option(
         "--bf16-gradients/--no-bf16-gradients", default=None,
@@ -107,7 +129,7 @@ def _kernel_options(command):
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate.")
 @click.option("--clip", type=click.FloatRange(min=0), help="Global gradient-norm clip (0: off).")
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay.")
-@click.option("--warmup", type=click.IntRange(min=0), help="Learning-rate warm-up steps.")
+@click.option("--warmup", "warmup_steps", type=click.IntRange(min=0), help="Learning-rate warm-up steps.")
 @click.option("--ema", type=click.FloatRange(0, 1, max_open=True), help="Validate and keep a moving average of the weights (over about the last 10% of steps), its decay at most this (e.g. 0.999) [0: off].")
 @_kernel_options
 @click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training text [20; none with --max-time].")
@@ -121,20 +143,12 @@ def _kernel_options(command):
 @_distribution_options
 def train_char(corpus, out, encoding, fresh, strategy, worker_timeout, **options) -> None:
     """Train a character language model on a text file (resumes when run again)."""
-    import dataclasses
     import signal
     from pathlib import Path
 
-    from seqkit.text.train_char import CharConfig, train_char as run
+    from seqkit.text.train_char import char_config, train_char as run
 
-    renamed = {"warmup": "warmup_steps"}
-    options = {renamed.get(k, k): v for k, v in options.items() if v is not None}
-    if "max_time" in options and "epochs" not in options:
-        options["epochs"] = None  # the time budget alone ends the run
-    base = CharConfig()
-    train_keys = {f.name for f in dataclasses.fields(base.train)}
-    train = dataclasses.replace(base.train, **{k: v for k, v in options.items() if k in train_keys})
-    config = dataclasses.replace(base, train=train, **{k: v for k, v in options.items() if k not in train_keys})
+    config = char_config(**options)
     out = out or str(Path("runs") / Path(corpus).stem)
 
     def stop(signum, frame):
@@ -189,7 +203,7 @@ def _print_tree(nodes, indent: int = 0) -> None:
 @click.option("--drop-unknown", is_flag=True, help="Drop prime characters the model never saw.")
 @click.option(
     "--half-weights/--float32-weights", default=None,
-    help="Sampling: the native step's weights as float16, about 1.5x faster, probabilities within 1e-3 [float16 where the native step runs].",
+    help="Sampling: the native step's weights as float16, which halves what each character reads [float16 where the native step runs].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def generate(
@@ -199,9 +213,7 @@ def generate(
     """Continue a prime by sampling, by --beam search, or show the --tree of predictions."""
     import json
 
-    from seqkit.decode.lm import CharLM
-    from seqkit.decode.sampling import Sampler
-    from seqkit.decode.search import beam_search, prediction_tree, sample
+    from seqkit.decode import CharLM, Sampler, beam_search, prediction_tree, sample
 
     sampler = Sampler(temperature, top_k, top_p, greedy)
     if beam is not None and beam < 1:
@@ -226,6 +238,7 @@ def generate(
             click.echo(f"after {prime!r}:")
             _print_tree(nodes, 1)
     elif beam is not None:
+        _rename(width="--beam")
         beams = beam_search(lm, ids, beam, length)
         if as_json:
             rows = [{"text": b.text, "log_prob": b.log_prob, "log_prob_per_char": b.per_char} for b in beams]
@@ -252,8 +265,7 @@ def score(model_dir, text, path, per_char, as_json) -> None:
     import json
     from pathlib import Path
 
-    from seqkit.decode.lm import CharLM
-    from seqkit.decode.search import score as score_text
+    from seqkit.decode import CharLM, score as score_text
 
     if (text is None) == (path is None):
         raise click.UsageError("Give a TEXT or --file PATH (one of them).")

@@ -105,7 +105,7 @@ def _download(dataset: str, filename: str, target_dir: Path) -> Path:
             errors.append(f"{url}: {getattr(err, 'reason', err)}")
     raise SeqkitError(
         f"{dataset}/{filename} is not in {target_dir} and could not be downloaded (no network?): "
-        f"copy the file there, or point --data-dir or SEQKIT_DATA_DIR at a folder holding "
+        f"copy the file there, or point `data_dir` or SEQKIT_DATA_DIR at a folder holding "
         f"{target_dir.name}/. Tried {'; '.join(errors)}."
     )
 

@@ -1,7 +1,9 @@
 """The one error type for mistakes a user can make and fix.
 
 The API raises :class:`SeqkitError` with a message that says what went wrong and what to
-do; the CLI prints that message as one line and exits 1, with no traceback.
+do. A message names the API's own parameters in backquotes (```top_p` must be in (0, 1]``);
+the CLI prints it as one line, each such name phrased as its flag (``--top-p``), and exits
+1, with no traceback.
 """
 
 

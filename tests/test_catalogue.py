@@ -1,4 +1,4 @@
-"""The bad-input catalogue of README's troubleshooting section, for the cases not already
+"""The bad-input catalogue of docs/troubleshooting.md, for the cases not already
 covered beside the feature they belong to (test_train_char, test_decode, test_datasets,
 test_cli): each ends with exit code 1 (2 for click's usage errors), one line that says what
 went wrong and what to do, and no traceback."""
@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from seqkit.cli import main
 from seqkit.core import cudnn
 from seqkit.core.trainer import TrainConfig
-from seqkit.text.train_char import CharConfig, train_char
+from seqkit.text.train_char import char_config, train_char
 
 from conftest import REPO
 
@@ -40,9 +40,9 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("catalogue")
     corpus = root / "corpus.txt"
     corpus.write_text(SENTENCE * 80, encoding="utf-8")
-    config = CharConfig(embedding=8, layers=1, units=32, seq_len=16, batch_size=8, eval_every=10,
-                        train=TrainConfig(epochs=1))
-    train_char(corpus, root / "model", dataclasses.replace(config, seed=1), verbose=False)
+    config = char_config(embedding=8, layers=1, units=32, seq_len=16, batch_size=8, eval_every=10, seed=1)
+    config.train = TrainConfig(epochs=1)
+    train_char(corpus, root / "model", config, verbose=False)
     return corpus, root / "model"
 
 

@@ -11,7 +11,9 @@ import keras
 
 from seqkit.core import SequenceEncoder
 from seqkit.core import native
-from seqkit.core.fused import cpu_has_bf16, split_step
+from seqkit import machine
+from seqkit.core.dispatch import kernels
+from seqkit.machine import cpu_has_bf16, cpu_has_f16c
 from seqkit.errors import SeqkitError
 
 from conftest import REPO
@@ -240,9 +242,9 @@ def test_fused_lstm_matches_autodiff_values_and_gradients(return_sequences, mask
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
-SPLITS = [{"native": True}, {"bf16": True}, {"native": True, "bf16": True}]
+SPLITS = [{"native": True}, {"bf16_gradients": True}, {"native": True, "bf16_gradients": True}]
 BF16_LOOPS = pytest.param(
-    {"native": True, "bf16_loops": True}, id="native bf16 loops",
+    {"native": True, "bf16_recurrence": True}, id="native bf16 loops",
     marks=pytest.mark.skipif(not cpu_has_bf16(), reason="no bf16 dot products on this CPU"),
 )
 
@@ -259,7 +261,7 @@ def _split_grads_and_scan_grads(split, graph, monkeypatch, batch=3, steps=6, uni
     upstream = [tf.constant(_random(*t.shape)) for t in enc(x, lengths=lengths)]
 
     def loss_and_grads(options):
-        with split_step(**options):
+        with kernels(**options):
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 results = enc(x, lengths=lengths, training=True)
@@ -283,10 +285,10 @@ def test_split_steps_match_the_inlined_scan(graph, split, monkeypatch):
     outputs stay exact, padding included; bf16 step products in the loops bring the outputs
     and gradients within 1% too."""
     (ours, our_grads), (ref, ref_grads), built = _split_grads_and_scan_grads(split, graph, monkeypatch)
-    _assert_close(ours, ref, 1e-2 if split.get("bf16_loops") else 1e-5)
-    _assert_close(our_grads, ref_grads, 1e-2 if split.get("bf16") or split.get("bf16_loops") else 1e-5)
+    _assert_close(ours, ref, 1e-2 if split.get("bf16_recurrence") else 1e-5)
+    _assert_close(our_grads, ref_grads, 1e-2 if split.get("bf16_gradients") or split.get("bf16_recurrence") else 1e-5)
     assert built == bool(split.get("native"))
-    if split.get("bf16"):
+    if split.get("bf16_gradients"):
         kernel = 1  # x's gradient comes first
         assert not np.array_equal(our_grads[kernel], ref_grads[kernel])  # the bf16 path was taken
 
@@ -302,7 +304,7 @@ def test_native_kernels_match_the_scan_when_the_recurrent_kernel_is_packed_in_se
         split, False, monkeypatch, batch=7, steps=3, units=520, layers=1
     )
     assert built
-    tolerance = 1e-2 if split.get("bf16_loops") else 1e-5
+    tolerance = 1e-2 if split.get("bf16_recurrence") else 1e-5
     _assert_close(ours, ref, tolerance)
     _assert_close(our_grads, ref_grads, tolerance)
 
@@ -320,7 +322,7 @@ def test_native_kernels_project_the_inputs_a_few_steps_at_a_time(monkeypatch):
 
 def test_bf16_loops_are_a_mode_of_the_native_kernels():
     with pytest.raises(SeqkitError, match="native kernels"):
-        with split_step(bf16=True, bf16_loops=True):
+        with kernels(bf16_gradients=True, bf16_recurrence=True):
             pass
 
 
@@ -335,7 +337,7 @@ def test_native_inference_matches_the_xla_inference(bidirectional, units, steps)
     lengths = tf.constant([steps, steps - 2, 1, steps, 2, steps - 1, 3])
 
     def infer(x, lengths):
-        with split_step(native=True):
+        with kernels(native=True):
             return enc(x, lengths=lengths, training=False)
 
     traced = tf.function(infer, autograph=False)
@@ -350,7 +352,7 @@ def test_native_inference_matches_the_xla_inference(bidirectional, units, steps)
 @pytest.mark.parametrize("options", [{"cell": "gru"}, {"cell": "peephole"}, {"fused": False}, {"unroll": True}])
 def test_split_steps_refuse_layers_without_the_fused_lstm(options, split):
     enc = SequenceEncoder(4, **options)
-    with split_step(**split), pytest.raises(SeqkitError, match="fused LSTM"):
+    with kernels(**split), pytest.raises(SeqkitError, match="fused LSTM"):
         enc(_random(2, 3, 3), training=True)
 
 
@@ -376,7 +378,7 @@ STEP_CASES = [(1, tf.float32, 1e-5), (3, tf.float32, 1e-5), (3, tf.float16, 3e-3
 @native_step
 @pytest.mark.parametrize("batch, dtype, atol", STEP_CASES)
 def test_native_steps_equal_the_cells_steps(batch, dtype, atol):
-    if dtype == tf.float16 and not native.cpu_has_f16c():
+    if dtype == tf.float16 and not cpu_has_f16c():
         pytest.skip("float16 weights need F16C")
     enc = SequenceEncoder(64, layers=2)  # four blocks a layer: two a thread, read in either order
     enc(_random(1, 1, 5))
@@ -391,7 +393,7 @@ def test_native_steps_equal_the_cells_steps(batch, dtype, atol):
 
 
 @native_step
-@pytest.mark.skipif("avx512f" not in native.cpu_flags(), reason="without AVX-512 the test above runs the AVX2 build")
+@pytest.mark.skipif("avx512f" not in machine.cpu_flags(), reason="without AVX-512 the test above runs the AVX2 build")
 def test_the_avx2_build_of_the_native_step_equals_the_cells_steps(tmp_path):
     """lstm_step.cc has code for AVX2 CPUs that a build for this CPU leaves out: build it for
     Haswell (benchmarks/experiments/avx2/c++) in a fresh kernel cache and run the test above on it."""

@@ -7,8 +7,9 @@ import pytest
 import tensorflow as tf
 import keras
 
-from seqkit.core import SequenceEncoder, cudnn
-from seqkit.core.trainer import Trainer, TrainConfig, inference_function
+from seqkit.core import SequenceEncoder, cudnn, dispatch
+from seqkit.core.inference import inference_function
+from seqkit.core.trainer import Trainer, TrainConfig
 from seqkit.errors import SeqkitError
 
 CUDNN_CELLS = ["lstm", "gru", "rnn"]
@@ -114,7 +115,7 @@ def test_cudnn_gives_the_portable_loops_numbers_and_gradients(cell, bidirectiona
     def run(gpu):
         @tf.function(autograph=False)
         def traced(x):
-            with cudnn.gpu_step(gpu), tf.GradientTape() as tape:
+            with dispatch.kernels(cudnn=gpu), tf.GradientTape() as tape:
                 tape.watch(x)
                 out, *states = enc(x, lengths=lengths, initial_state=initial, training=True)
                 loss = tf.reduce_sum(out**2) + sum(tf.reduce_sum(s * (k + 1)) for k, s in enumerate(states))
@@ -130,9 +131,9 @@ def test_cudnn_gives_the_portable_loops_numbers_and_gradients(cell, bidirectiona
 
 
 @on_gpu
-def test_eager_calls_on_a_gpu_run_cudnn_and_traces_outside_gpu_step_do_not(monkeypatch, float32_matmuls):
-    calls, real = [], cudnn.scan
-    monkeypatch.setattr(cudnn, "scan", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+def test_eager_calls_on_a_gpu_run_cudnn_and_traces_without_cudnn_dispatched_do_not(monkeypatch, float32_matmuls):
+    calls, real = [], cudnn.run_layer
+    monkeypatch.setattr(cudnn, "run_layer", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
     enc = SequenceEncoder(4, return_state=True)
     x = tf.constant(np.random.default_rng(3).normal(size=(2, 5, 3)), tf.float32)
     eager = enc(x)

@@ -17,10 +17,11 @@ from seqkit.core import native
 from seqkit.core.trainer import TrainConfig
 from seqkit.decode.lm import CharLM
 from seqkit.decode.sampling import Sampler, draw, filter_logits
-from seqkit.decode.search import beam_search, prediction_tree, sample, score
+from seqkit.decode import beam_search, prediction_tree, sample, score
 from seqkit.errors import SeqkitError
+from seqkit.machine import cpu_has_f16c
 from seqkit.text.char_model import CharModelConfig, build_char_model
-from seqkit.text.train_char import CharConfig, train_char
+from seqkit.text.train_char import char_config, train_char
 from seqkit.text.vocab import Vocabulary
 
 from conftest import REPO
@@ -31,8 +32,7 @@ def model_dir(tmp_path_factory):
     """A tiny model trained on a small alphabet, so exhaustive search stays small."""
     root = tmp_path_factory.mktemp("decode")
     (root / "corpus.txt").write_text("abcab cba bca acb " * 60, encoding="utf-8")
-    train = TrainConfig(epochs=3, lr=1e-2, warmup_steps=5)
-    config = CharConfig(embedding=8, layers=2, units=24, seq_len=16, batch_size=8, eval_every=30, train=train)
+    config = char_config(embedding=8, layers=2, units=24, seq_len=16, batch_size=8, eval_every=30, epochs=3, lr=1e-2, warmup_steps=5)
     train_char(root / "corpus.txt", root / "model", config, verbose=False)
     return root / "model"
 
@@ -115,13 +115,13 @@ def test_the_native_step_with_float32_weights_samples_what_xla_samples():
 def test_half_weights_are_the_default_where_the_native_step_can_take_them():
     lm = _untrained_lm(32)
     assert len(sample(lm, lm.encode_prime("a"), 5, Sampler())) == 5
-    assert lm.half_weights == (native.available(native.STEP) and native.cpu_has_f16c())
+    assert lm.half_weights == (native.available(native.STEP) and cpu_has_f16c())
     narrow = _untrained_lm(24)  # no native step: float32, and no error
     assert len(sample(narrow, narrow.encode_prime("a"), 5, Sampler())) == 5 and narrow.half_weights is False
 
 
 @pytest.mark.skipif(
-    not native.available(native.STEP) or not native.cpu_has_f16c(), reason="no native step with float16 here"
+    not native.available(native.STEP) or not cpu_has_f16c(), reason="no native step with float16 here"
 )
 def test_half_weights_refuse_a_weight_float16_cannot_hold():
     lm = _untrained_lm(32)
@@ -262,8 +262,8 @@ sys.modules["seqkit"] = None  # the SavedModel must not need seqkit
 import tensorflow as tf
 m = tf.saved_model.load(sys.argv[1])
 r = m.signatures["serving_default"](texts=tf.constant(["abc c", "ba"]))
-s = m.signatures["sample"](prime=tf.constant("ab"), length=tf.constant(9),
-                           temperature=tf.constant(1.0), seed=tf.constant(3, tf.int64))
+s = m.signatures["sample"](prime=tf.constant("ab"), length=tf.constant(40), temperature=tf.constant(0.9),
+                           seed=tf.constant(3, tf.int64), top_k=tf.constant(3), top_p=tf.constant(0.95))
 print(json.dumps({"probabilities": r["probabilities"].numpy().tolist(),
                   "chars": [c.decode() for c in r["chars"].numpy()],
                   "text": s["text"].numpy().decode()}))
@@ -285,7 +285,9 @@ def test_export_serves_the_same_distribution_without_seqkit(lm, model_dir, tmp_p
     for row, text in zip(served["probabilities"], ["abc c", "ba"]):
         expected = np.exp(lm.prime(lm.encode_prime(text))[0][0].numpy())
         np.testing.assert_allclose(row, expected, atol=1e-5)
-    assert len(served["text"]) == 9 and set(served["text"]) <= set(lm.vocab.chars)
+    # The same loop and sampler as generate's (with the cells' own step): the same text.
+    xla_lm = CharLM(lm.model, lm.vocab, native_step=False)
+    assert served["text"] == sample(xla_lm, lm.encode_prime("ab"), 40, Sampler(0.9, 3, 0.95), seed=3)
     again = _cli("export", "--model", str(model_dir), "--out", str(out))
     assert again.returncode == 1 and "is not empty" in again.stderr
 

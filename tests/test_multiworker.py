@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from seqkit.cli import main
-from seqkit.core.fused import cpu_has_bf16
+from seqkit.machine import cpu_has_bf16
 
 from conftest import REPO
 

@@ -160,7 +160,7 @@ def test_other_encodings_by_name(tmp_path):
     assert read_corpus(path, encoding="latin-1", val_fraction=0).vocab.decode(
         read_corpus(path, encoding="latin-1", val_fraction=0).ids
     ) == "caf\u00e9 cr\u00e8me"
-    with pytest.raises(SeqkitError, match="Unknown --encoding"):
+    with pytest.raises(SeqkitError, match="Unknown `encoding`"):
         read_corpus(path, encoding="no-such-codec")
 
 

@@ -6,8 +6,9 @@ import tensorflow as tf
 import keras
 
 from seqkit.core import SequenceEncoder, cudnn
-from seqkit.core.fused import cpu_has_bf16
-from seqkit.core.trainer import Trainer, TrainConfig, inference_function, make_optimizer
+from seqkit.machine import cpu_has_bf16
+from seqkit.core.inference import inference_function
+from seqkit.core.trainer import Trainer, TrainConfig, make_optimizer
 from seqkit.errors import SeqkitError
 
 
@@ -95,9 +96,9 @@ def _lstm_or(cell):
 @cpu_defaults
 @pytest.mark.parametrize("has_bf16, cell, expected", [(True, "lstm", True), (True, "gru", False), (False, "lstm", False)])
 def test_bf16_gradients_by_default_only_where_they_pay(monkeypatch, has_bf16, cell, expected):
-    import seqkit.core.trainer as train_module
+    from seqkit import machine
 
-    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: has_bf16)
+    monkeypatch.setattr(machine, "cpu_has_bf16", lambda: has_bf16)
     assert Trainer(_lstm_or(cell), TrainConfig(bf16_gradients=None), 1).bf16_gradients is expected
     if cell != "lstm":
         with pytest.raises(SeqkitError, match="gru"):

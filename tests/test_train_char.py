@@ -11,7 +11,7 @@ import pytest
 
 from seqkit.core.trainer import TrainConfig, Trainer
 from seqkit.errors import SeqkitError
-from seqkit.text.train_char import CharConfig, train_char
+from seqkit.text.train_char import CharConfig, char_config, train_char
 
 from conftest import REPO
 
@@ -19,9 +19,8 @@ SENTENCE = "the quick brown fox jumps over the lazy dog. "
 
 
 def tiny(**overrides) -> CharConfig:
-    train = TrainConfig(epochs=overrides.pop("epochs", 3), lr=1e-2, warmup_steps=5, ema=overrides.pop("ema", 0.0))
-    base = CharConfig(embedding=8, layers=1, units=48, seq_len=16, batch_size=8, eval_every=20, train=train)
-    return dataclasses.replace(base, **overrides)
+    settings = dict(embedding=8, layers=1, units=48, seq_len=16, batch_size=8, eval_every=20, epochs=3, lr=1e-2, warmup_steps=5)
+    return char_config(**{**settings, **overrides})
 
 
 @pytest.fixture

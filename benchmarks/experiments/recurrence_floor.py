@@ -36,7 +36,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from seqkit.core.fused import lstm_scan, split_step  # noqa: E402
+from seqkit.core.dispatch import kernels  # noqa: E402
+from seqkit.core.fused import run_lstm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared workloads
 from core_speed import alternate  # noqa: E402
@@ -144,12 +145,12 @@ def main() -> None:
     def seqkit_grads(x, w, b):
         with tf.GradientTape() as tape:
             tape.watch([w, b])
-            out, _, _ = lstm_scan(x, w[:i_], b, w[i_:], zeros, zeros, tf.ones([t_, b_, 1]))
+            out, _, _ = run_lstm(x, w[:i_], b, w[i_:], zeros, zeros, tf.ones([t_, b_, 1]))
             loss = tf.reduce_sum(out * out)
         return tape.gradient(loss, [w, b])
 
     def native_grads(x, w, b):
-        with split_step(native=True):
+        with kernels(native=True):
             return seqkit_grads(x, w, b)
 
     def block_grads(x, w, b):

@@ -7,17 +7,14 @@ same equations, so the same weights give the same numbers (to float rounding); p
 LSTMs have no cuDNN equivalent.
 
 cuDNN ops cannot be compiled by XLA and have no CPU kernel, so they are used only eagerly
-on a GPU and while tracing inside :func:`gpu_step`, which the training step
+on a GPU and while tracing with ``dispatch.kernels(cudnn=True)``, which the training step
 (``TrainConfig.cudnn``) and the decoder's prime enter on a GPU; anywhere else (an exported
 SavedModel, a caller's own XLA function) the portable loop runs. Inference on batches
-stays one XLA program: it fuses the whole unrolled forward pass, and ran 1.5x to 2.8x
-faster than cuDNN on an H100 (benchmarks/README.md).
+stays one XLA program: it fuses the whole unrolled forward pass, and ran faster than
+cuDNN on an H100 (docs/performance.md).
 """
 
 from __future__ import annotations
-
-import contextlib
-import contextvars
 
 import tensorflow as tf
 
@@ -26,26 +23,6 @@ from seqkit.core.cells import Cell, GRUCell, LSTMCell, TanhCell
 # cuDNN's name for each cell with the same equations (an exact type: a subclass may differ).
 MODES: dict[type[Cell], str] = {LSTMCell: "lstm", GRUCell: "gru", TanhCell: "rnn_tanh"}
 DTYPES = ("float16", "float32", "float64")
-
-_ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("cudnn", default=False)
-
-
-@contextlib.contextmanager
-def gpu_step(on: bool = True):
-    """While tracing inside this block (when ``on``), recurrent layers whose cell cuDNN
-    has run as cuDNN kernels; the traced function must not be XLA-compiled."""
-    token = _ACTIVE.set(bool(on))
-    try:
-        yield
-    finally:
-        _ACTIVE.reset(token)
-
-
-def active() -> bool:
-    """Whether recurrent layers run as cuDNN kernels here: while tracing inside a
-    :func:`gpu_step` that is on, or eagerly on a GPU (nothing to compile or export)."""
-    return _ACTIVE.get() or (tf.executing_eagerly() and available())
-
 
 def available() -> bool:
     """Whether this TensorFlow is built with CUDA and sees a GPU."""
@@ -82,7 +59,7 @@ def params(cell: Cell, recurrent_kernel: tf.Tensor | None = None) -> tf.Tensor:
     return tf.concat([tf.reshape(tf.transpose(k), [-1]) for k in kernels] + biases, 0)
 
 
-def scan(
+def run_layer(
     cell: Cell,
     x: tf.Tensor,
     states: tuple[tf.Tensor, ...],

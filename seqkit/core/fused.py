@@ -8,84 +8,37 @@ all steps afterwards (``[X, H_prev]^T @ dZ``, ``dZ @ W^T``), the way cuDNN does 
 Going forward, each step multiplies ``[x_t, h]`` by the stacked kernels ``[W; R]`` rather
 than adding a precomputed input projection to ``h @ R``: XLA's CPU code for the gate
 arithmetic is not vectorized when it reads a dynamic slice of a stored array, so the
-projection's per-step read cost more than the wider matmul (training step 1.05x to 1.1x
-faster; see benchmarks/README.md). The native forward op makes the projection inside its
-loop too, a few steps ahead per thread, for another reason: a stored projection of every
-step is the layer's largest array, written out and read back (row-MNIST 1 x 128 training
-1.1x faster without it). Masking follows the generic loop: a padded step keeps the state
+projection's per-step read cost more than the wider matmul (docs/performance.md). The
+native forward op makes the projection inside its loop too, a few steps ahead per thread,
+for another reason: a stored projection of every step is the layer's largest array,
+written out and read back. Masking follows the generic loop: a padded step keeps the state
 and outputs zero.
 
-Inside :func:`split_step` the loops leave the caller's XLA program: as seqkit's C++ kernels
-(``native``, lstm_kernel.cc: one thread per block of batch rows, no per-step dispatch; their
-step products from bf16 values with ``bf16_loops``) or
-as XLA programs of their own, and the large matmuls after the backward loop run in
-TensorFlow, from bfloat16 values with ``bf16``: on a CPU with bf16 dot products oneDNN
+With split kernels (``dispatch.Kernels.split``) the loops leave the caller's XLA program: as
+seqkit's C++ kernels (``native``, lstm_kernel.cc: one thread per block of batch rows, no
+per-step dispatch; their step products from bf16 values with ``bf16_recurrence``) or as XLA
+programs of their own, and the large matmuls after the backward loop run in TensorFlow,
+from bfloat16 values with ``bf16_gradients``: on a CPU with bf16 dot products oneDNN
 runs them 1.5x to 2x faster than XLA's float32 dot, while XLA's own bf16 dot is slower
 than its float32 one. The training step that traces the model inside it must not itself
 be XLA-compiled (see ``TrainConfig.native_kernels`` and ``bf16_gradients``). Inference
-traced inside a native :func:`split_step` runs the C++ forward loop alone, which keeps
-nothing for a backward pass (``Trainer`` evaluation, ``train.inference_function``).
+traced with native kernels runs the C++ forward loop alone, which keeps nothing for a
+backward pass (``Trainer`` evaluation, ``inference.inference_function``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from dataclasses import dataclass
-
 import tensorflow as tf
 
+from seqkit.core import dispatch
 from seqkit.core import native as kernel_library
 from seqkit.errors import SeqkitError
 
 
-@dataclass(frozen=True)
-class _Split:
-    native: bool  # the loops as seqkit's C++ kernels, else as XLA programs of their own
-    low: tf.DType | None  # the dtype of the matmuls after the backward loop (None: the inputs')
-    bf16_loops: bool = False  # the native loops' step products from bf16 values
-
-
-_SPLIT: contextvars.ContextVar[_Split | None] = contextvars.ContextVar("split", default=None)
-
-
-@contextlib.contextmanager
-def split_step(native: bool = False, bf16: bool = False, bf16_loops: bool = False):
-    """While tracing inside this block, the fused LSTM runs its loops outside the caller's
-    XLA program, as C++ kernels when ``native`` (their per-step products from bfloat16
-    values when ``bf16_loops`` too), and its weight and input gradients as bfloat16 matmuls
-    when ``bf16``; with neither, it is inlined as usual."""
-    if bf16_loops and not native:
-        raise SeqkitError("bf16 recurrence is a mode of the native kernels: turn them on too.")
-    split = _Split(native, tf.bfloat16 if bf16 else None, bf16_loops) if native or bf16 else None
-    token = _SPLIT.set(split)
-    try:
-        yield
-    finally:
-        _SPLIT.reset(token)
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this (Linux) machine's CPU has bf16 dot-product instructions."""
-    flags = kernel_library.cpu_flags()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def split_active() -> bool:
-    """Whether the model is being traced inside a :func:`split_step` that splits."""
-    return _SPLIT.get() is not None
-
-
-def native_active() -> bool:
-    """Whether the model is being traced inside a :func:`split_step` with native kernels."""
-    split = _SPLIT.get()
-    return split is not None and split.native
-
-
 def _compiled(fn):
-    """``fn`` as its own XLA program inside :func:`split_step` in a graph, else as it is
+    """``fn`` as its own XLA program with split kernels in a graph, else as it is
     (inlined into whatever compiles its caller; run op by op when eager)."""
-    if _SPLIT.get() is None or tf.executing_eagerly():
+    if not dispatch.current().split or tf.executing_eagerly():
         return fn
     return tf.function(fn, jit_compile=True, autograph=False)
 
@@ -94,7 +47,7 @@ def _loop(steps, body, loop_vars):
     return tf.while_loop(lambda t, *_: t < steps, body, loop_vars, maximum_iterations=steps)
 
 
-def lstm_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, training: bool = True):
+def run_lstm(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, training: bool = True):
     """Run the LSTM over time-major inputs ``x_tm`` [time, batch, features].
 
     ``kernel`` [features, 4*units], ``bias`` and ``recurrent_kernel`` are the cell's weights
@@ -103,14 +56,15 @@ def lstm_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, training: b
     differentiable in every argument but the mask, except with native kernels and not
     ``training``: then the loop keeps nothing for a backward pass.
     """
-    split = _SPLIT.get()
+    chosen = dispatch.current()
     args = [tf.convert_to_tensor(v) for v in (x_tm, kernel, bias, recurrent_kernel, h0, c0)]
-    if split is not None and split.native and not training:
+    low = tf.bfloat16 if chosen.bf16_gradients else None
+    if chosen.native and not training:
         ops, mask = _native_inputs(args[0], mask_tm)
         return ops.seqkit_lstm_inference(*args, mask)
-    if split is not None and split.native:
-        return _native_scan(*args, mask_tm=mask_tm, low=split.low, bf16_loops=split.bf16_loops)
-    return _xla_scan(*args, mask_tm=mask_tm, low=split.low if split is not None else None)
+    if chosen.native:
+        return _native_lstm(*args, mask_tm=mask_tm, low=low, bf16_loops=chosen.bf16_recurrence)
+    return _xla_lstm(*args, mask_tm=mask_tm, low=low)
 
 
 def _filled(grads, refs):
@@ -139,7 +93,7 @@ def _native_inputs(x_tm, mask_tm):
     return kernel_library.kernels(), tf.reshape(mask_tm, tf.shape(mask_tm)[:2])
 
 
-def _native_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low, bf16_loops):
+def _native_lstm(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low, bf16_loops):
     low = low or tf.float32
 
     @tf.custom_gradient
@@ -166,7 +120,7 @@ def _native_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low, bf1
     return scan(x_tm, kernel, bias, recurrent_kernel, h0, c0)
 
 
-def _xla_scan(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low):
+def _xla_lstm(x_tm, kernel, bias, recurrent_kernel, h0, c0, mask_tm, low):
     @tf.custom_gradient
     def scan(x_tm, kernel, bias, recurrent_kernel, h0, c0):
         steps = tf.shape(x_tm)[0] if x_tm.shape[0] is None else x_tm.shape[0]

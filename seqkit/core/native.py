@@ -1,7 +1,7 @@
 """seqkit's C++ kernels, built for this machine on first use.
 
 Two libraries: the LSTM loops for training and inference (``lstm_kernel.cc``; TensorFlow
-has no CPU LSTM kernel that beats XLA's loop, see benchmarks/README.md), and the decoding
+has no CPU LSTM kernel that beats XLA's loop, see docs/performance.md), and the decoding
 step as an XLA custom call (``lstm_step.cc``), which the sampling loop runs on every core.
 A wheel of compiled ops would have to match the user's TensorFlow build exactly; so the
 sources ship with the package and are compiled against the installed TensorFlow with the
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from seqkit import machine
 from seqkit.core.cells import LSTMCell
 from seqkit.errors import SeqkitError
 from seqkit.fileio import atomic_path, user_cache_dir
@@ -49,21 +50,6 @@ class Library:
 
 LOOPS = Library("lstm_kernel", "lstm", "native LSTM kernels", "about 20 s", "train without them (--no-native-kernels)")
 STEP = Library("lstm_step", "lstm-step", "native decoding step", "about a minute", "sampling keeps XLA's step", xla=True)
-
-
-def cpu_flags() -> list[str]:
-    """This (Linux) machine's CPU feature flags from /proc/cpuinfo; empty where unreadable."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next((line.split() for line in info if line.startswith("flags")), [])
-    except OSError:
-        return []
-
-
-def cpu_has_f16c() -> bool:
-    """Whether this (Linux) machine's CPU converts float16 (F16C), which the decoding step
-    needs for float16 weights."""
-    return "f16c" in cpu_flags()
 
 
 def _build_command(library: Library, compiler: str, output: Path) -> list[str]:
@@ -115,7 +101,7 @@ def _cache_key(library: Library, compiler: str, compiler_version: str) -> str:
     for place, name in ((str(library.source.parent), "<seqkit>"), (tf.sysconfig.get_lib(), "<tensorflow>")):
         command = command.replace(place, name)
     parts = [library.source.read_text(), tf.__version__, tf.version.GIT_VERSION, compiler_version, command,
-             " ".join(cpu_flags()) or platform.processor()]
+             " ".join(machine.cpu_flags()) or platform.processor()]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 

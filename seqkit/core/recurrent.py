@@ -12,15 +12,15 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from seqkit.core import cudnn, native
+from seqkit.core import cudnn, dispatch, native
 from seqkit.core.cells import CELLS, Cell, LSTMCell, make_cell
-from seqkit.core.fused import lstm_scan, native_active, split_active
+from seqkit.core.fused import run_lstm
 from seqkit.errors import SeqkitError
 
 INFERENCE_UNROLL_STEPS = 128  # inference unrolls sequences up to this length (see `run`)
 
 
-def _scan(
+def _run_layer(
     cell: Cell,
     x: tf.Tensor,
     states: tuple[tf.Tensor, ...],
@@ -41,9 +41,9 @@ def _scan(
         x_tm = tf.transpose(x, [1, 0, 2])
         weights = tf.ones_like(x_tm[:, :, :1]) if mask_tm is None else tf.cast(mask_tm, x.dtype)
         recurrent = cell.recurrent_kernel if recurrent_kernel is None else recurrent_kernel
-        outputs, h, c = lstm_scan(x_tm, cell.kernel, cell.bias, recurrent, *states, weights, training=training)
+        outputs, h, c = run_lstm(x_tm, cell.kernel, cell.bias, recurrent, *states, weights, training=training)
         return (tf.transpose(outputs, [1, 0, 2]) if return_sequences else None), (h, c)
-    if split_active():
+    if dispatch.current().split:
         # Its loop would run uncompiled: autodiff cannot cross into a separate XLA program.
         raise SeqkitError(
             f"Native kernels and bf16 weight gradients are for the fused LSTM, which a {type(cell).__name__} "
@@ -135,7 +135,7 @@ class SequenceEncoder(keras.layers.Layer):
         if cell not in CELLS:
             raise SeqkitError(f"Unknown cell {cell!r}: choose one of {', '.join(CELLS)}.")
         if int(layers) < 1 or int(units) < 1:
-            raise SeqkitError("--layers and --units must be at least 1.")
+            raise SeqkitError("`layers` and `units` must be at least 1.")
         for name, rate in (("Dropout", dropout), ("Weight drop", weight_drop)):
             if not 0.0 <= float(rate) < 1.0:
                 raise SeqkitError(f"{name} must be in [0, 1), got {rate}.")
@@ -160,7 +160,7 @@ class SequenceEncoder(keras.layers.Layer):
 
     @property
     def runs_cudnn(self) -> bool:
-        """Whether, inside :func:`seqkit.core.cudnn.gpu_step`, the layers run as cuDNN kernels."""
+        """Whether, traced with ``dispatch.kernels(cudnn=True)``, the layers run as cuDNN kernels."""
         return cudnn.supports(type(self.cells[0]), self.compute_dtype) and not self.unroll
 
     @property
@@ -214,13 +214,13 @@ class SequenceEncoder(keras.layers.Layer):
                 raise SeqkitError(
                     f"initial_state needs {len(self.state_size)} tensors, got {len(states)}."
                 )
-        # On a GPU inside `cudnn.gpu_step`, each layer is one cuDNN call. Otherwise, in
+        # On a GPU with cuDNN dispatched, each layer is one cuDNN call. Otherwise, in
         # training, the fused LSTM keeps what its backward pass needs. Inference keeps
         # nothing: with native kernels it runs their forward loop, else, on short sequences
         # of known length, it unrolls the loop: XLA on CPU pays a fixed cost per loop
         # iteration (1.3x to 1.6x faster at 28 to 100 steps).
-        gpu = cudnn.active() and self.runs_cudnn
-        native = not training and native_active()
+        gpu = dispatch.cudnn_active() and self.runs_cudnn
+        native = not training and dispatch.current().native
         fused = self.fused and (bool(training) or native)
         short = x.shape[1] is not None and x.shape[1] <= INFERENCE_UNROLL_STEPS
         unroll = self.unroll or (not training and not native and short)
@@ -238,9 +238,9 @@ class SequenceEncoder(keras.layers.Layer):
                 if training and self.weight_drop:
                     recurrent = self._dropout(cell.recurrent_kernel, self.weight_drop)
                 if gpu:
-                    out, end = cudnn.scan(cell, seq_in, start, mask, sequences, recurrent, bool(training))
+                    out, end = cudnn.run_layer(cell, seq_in, start, mask, sequences, recurrent, bool(training))
                 else:
-                    out, end = _scan(cell, seq_in, start, mask, sequences, unroll, fused, recurrent, bool(training))
+                    out, end = _run_layer(cell, seq_in, start, mask, sequences, unroll, fused, recurrent, bool(training))
                 if d == 1 and out is not None:
                     out = self._reverse(out, lengths)
                 outs.append(out if out is not None else end[0])
@@ -279,12 +279,7 @@ class SequenceEncoder(keras.layers.Layer):
     def steps_natively(self) -> bool:
         """Whether :meth:`step` can run as seqkit's native step here: every layer a plain
         float32 LSTM as wide as a multiple of 16, no GPU in sight, and the op builds."""
-        return (
-            not self.bidirectional
-            and all(native.steps(cell) for cell in self.cells)
-            and not tf.config.list_logical_devices("GPU")
-            and native.available(native.STEP)
-        )
+        return dispatch.steps_natively(self)
 
     def pack_step_weights(self, dtype: tf.DType = tf.float32) -> list:
         """Each layer's weights for :meth:`step`'s native path, made before a decoding loop

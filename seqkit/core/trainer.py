@@ -38,9 +38,9 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from seqkit.core import cudnn, native
-from seqkit.core.fused import cpu_has_bf16, split_step
-from seqkit.core.recurrent import SequenceEncoder
+from seqkit.core import dispatch
+from seqkit.core.checkpoints import restore_newest
+from seqkit.core.inference import compile_inference
 from seqkit.distribute import is_chief, is_multi_worker
 from seqkit.errors import SeqkitError
 
@@ -67,29 +67,18 @@ class TrainConfig:
             be better than the last step's.
         jit_compile: compile the forward and backward pass with XLA (not with cuDNN
             kernels, which XLA cannot compile).
-        cudnn: run the recurrent layers of the training step as NVIDIA cuDNN kernels, one
-            call per layer, on a GPU; the rest of the step then runs as TensorFlow ops.
-            Evaluation stays one XLA program, which runs inference 1.5x to 2.8x faster
-            than cuDNN there (see benchmarks/README.md). None: on when a GPU is visible and
-            every recurrent layer is an LSTM, GRU or tanh RNN that is not unrolled
-            (``Trainer.cudnn`` tells).
-        native_kernels: run the LSTM layers' forward and backward loops as seqkit's C++
-            kernels (built for this machine on first use with its C++ compiler; see
-            ``seqkit.core.native``) instead of XLA loops; the rest of the step then runs
-            as TensorFlow ops. None: on when every recurrent layer runs the fused LSTM, no
-            GPU is visible and the kernels build (``Trainer.native_kernels`` tells).
-        bf16_gradients: compute the LSTM layers' weight and input gradients (the large
-            matmuls over all time steps after the backward loop) from bfloat16 values,
-            summed in float32, outside XLA, where oneDNN uses the CPU's bf16 dot products;
-            the recurrences stay float32 and compiled. Faster where the CPU has them
-            (AVX512-BF16, AMX), with the same accuracy (see benchmarks/README.md). None:
-            on when every recurrent layer runs the fused LSTM, the CPU has bf16 dot
-            products and no GPU is visible (``Trainer.bf16_gradients`` tells).
-        bf16_recurrence: the native kernels' per-step products (``h @ R`` going forward,
-            ``dz @ R^T`` going back) from bfloat16 values, summed in float32: about twice
-            as fast as float32 on a CPU with bf16 dot products, and unlike bf16 weight
-            gradients it changes the forward pass's numbers (by about 0.1%). Needs the
-            native kernels and such a CPU; off by default. Evaluation stays float32.
+        cudnn: each LSTM, GRU and tanh RNN layer of the training step as one NVIDIA cuDNN
+            call on a GPU. None: on where a GPU is visible and every recurrent layer can.
+        native_kernels: the LSTM layers' loops as seqkit's C++ kernels, built for this
+            machine on first use (``seqkit.core.native``). None: on where every recurrent
+            layer is a fused LSTM, no GPU is visible and the kernels build.
+        bf16_gradients: the LSTM layers' weight and input gradients from bfloat16 values,
+            summed in float32, outside XLA. None: on where every recurrent layer is a fused
+            LSTM, the CPU has bf16 dot products and no GPU is visible.
+        bf16_recurrence: the native loops' step products from bfloat16 values; changes the
+            forward pass's numbers slightly. Needs the native kernels and such a CPU; off.
+
+    Which kernels ran is ``Trainer.kernels``; what each one buys is in docs/performance.md.
     """
 
     epochs: int | None = 1
@@ -166,59 +155,6 @@ class Record:
         return {**asdict(self), "samples_per_sec": self.samples_per_sec}
 
 
-def _resolve(model: keras.Model, setting: bool | None, what: str, pays: Callable[[], bool], gpu: bool = False) -> bool:
-    """Resolve a setting of how the recurrent layers run for ``model``: the fused LSTM's
-    split step on a CPU (``native_kernels``, ``bf16_gradients``), or cuDNN on a GPU
-    (``gpu``). None (auto) is on where ``pays()``, the device is of that kind and every
-    recurrent layer can run that way; True is refused (before any step) for layers that
-    cannot, and for cuDNN without a GPU."""
-    pending, encoders = [model], []
-    while pending:
-        layer = pending.pop()
-        if isinstance(layer, SequenceEncoder):
-            encoders.append(layer)
-        if isinstance(layer, keras.Model):
-            pending.extend(layer.layers)
-    fits = (lambda e: e.runs_cudnn) if gpu else (lambda e: e.trains_fused)
-    others = [f"{e.name} ({e.cell})" for e in encoders if not fits(e)]
-    on_gpu = bool(tf.config.list_logical_devices("GPU"))
-    if setting is None:
-        return bool(encoders) and not others and on_gpu == gpu and pays()
-    needs = "LSTM, GRU and tanh RNN layers (in float16, 32 or 64; not unrolled)" if gpu else "the fused LSTM"
-    if setting and others:
-        raise SeqkitError(f"{what} are for {needs}, and {', '.join(others)} is not one: train without them.")
-    if setting and gpu and not pays():
-        raise SeqkitError(f"{what} need an NVIDIA GPU that TensorFlow sees: train without them on this machine.")
-    return setting
-
-
-def _compile_inference(fn: Callable, native_kernels: bool, jit_compile: bool = True, gpu: bool = False) -> Callable:
-    """``fn``, which calls a model with ``training=False``, as one ``tf.function``: with its
-    recurrent layers as cuDNN kernels when ``gpu``, its LSTMs as seqkit's native forward
-    loop when ``native_kernels`` (1.1x faster than XLA's unrolled loop on row-MNIST; see
-    benchmarks/README.md), else as one XLA program."""
-
-    def traced(*args):
-        with cudnn.gpu_step(gpu), split_step(native=native_kernels):
-            return fn(*args)
-
-    jit = jit_compile and not (native_kernels or gpu)
-    return tf.function(traced, jit_compile=jit, reduce_retracing=True, autograph=False)
-
-
-def inference_function(
-    model: keras.Model, native_kernels: bool | None = None, gpu: bool = False
-) -> Callable[[tf.Tensor], tf.Tensor]:
-    """``model(x, training=False)`` compiled for repeated calls on batches, the fastest way
-    seqkit has: ``native_kernels`` None (the default) uses the native kernels where
-    training would (every recurrent layer a fused LSTM, a CPU, the kernels build); else one
-    XLA program, on a GPU too, where it runs inference 1.5x to 2.8x faster than cuDNN
-    (``gpu=True`` asks for cuDNN kernels)."""
-    gpu = bool(gpu) and _resolve(model, True, "cuDNN kernels", cudnn.available, gpu=True)
-    native_kernels = _resolve(model, native_kernels, "Native kernels", native.available)
-    return _compile_inference(lambda x: model(x, training=False), native_kernels, gpu=gpu)
-
-
 class Trainer:
     """Builds a model and its optimizer under a distribution strategy and trains it.
 
@@ -251,17 +187,11 @@ class Trainer:
         self.unit, self.eval_name = unit, eval_name
         with self.strategy.scope():
             self.model = build_model()
-            self.cudnn = _resolve(self.model, config.cudnn, "cuDNN kernels", cudnn.available, gpu=True)
-            self.native_kernels = _resolve(self.model, config.native_kernels, "Native kernels", native.available)
-            if self.native_kernels:
-                native.kernels()  # the build's error, if any, before the first step
-            self.bf16_gradients = _resolve(self.model, config.bf16_gradients, "bf16 weight gradients", cpu_has_bf16)
-            self.bf16_recurrence = bool(config.bf16_recurrence)
-            if self.bf16_recurrence and not (self.native_kernels and cpu_has_bf16()):
-                raise SeqkitError(
-                    "bf16 recurrence runs in the native LSTM kernels on a CPU with bf16 dot products "
-                    "(AVX512-BF16, AMX): train without it, or with native kernels on such a CPU."
-                )
+            self.kernels = dispatch.for_training(
+                self.model, config.cudnn, config.native_kernels, config.bf16_gradients, config.bf16_recurrence
+            )
+            self.cudnn, self.native_kernels = self.kernels.cudnn, self.kernels.native
+            self.bf16_gradients, self.bf16_recurrence = self.kernels.bf16_gradients, self.kernels.bf16_recurrence
             self.optimizer = make_optimizer(config)
             self.optimizer.build(self.model.trainable_variables)
             self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
@@ -291,10 +221,10 @@ class Trainer:
         # With cuDNN, native kernels or bf16 weight gradients the step is not one XLA
         # program: its recurrent loops run on their own and the weight-gradient matmuls
         # outside XLA (fused.py). Evaluation uses cuDNN only where it would not be XLA.
-        jit = config.jit_compile and not (self.cudnn or self.native_kernels or self.bf16_gradients)
+        jit = config.jit_compile and self.kernels.compiles_whole
         self._grads = tf.function(self._loss_and_grads, jit_compile=jit, **compiled)
-        eval_cudnn = self.cudnn and not config.jit_compile
-        self._forward = _compile_inference(self._eval_sums, self.native_kernels, config.jit_compile, eval_cudnn)
+        evaluation = dispatch.Kernels(cudnn=self.cudnn and not config.jit_compile, native=self.native_kernels)
+        self._forward = compile_inference(self._eval_sums, evaluation, config.jit_compile)
         self._train_step = tf.function(self._distributed_train_step, **compiled)
         self._eval_step = tf.function(self._distributed_eval_step, **compiled)
 
@@ -306,13 +236,7 @@ class Trainer:
     @property
     def step_notes(self) -> str:
         """What the training step runs beyond the default, for a run's start line."""
-        notes = (
-            ["cuDNN kernels"] * self.cudnn
-            + ["native LSTM kernels"] * self.native_kernels
-            + ["bf16 weight gradients"] * self.bf16_gradients
-            + ["bf16 recurrence"] * self.bf16_recurrence
-        )
-        return "".join(f"; {note}" for note in notes)
+        return self.kernels.describe()
 
     def _weights(self) -> list[tf.Variable]:
         """The trainable weights as TF variables (what the moving average tracks)."""
@@ -353,25 +277,7 @@ class Trainer:
         """
         if self.checkpoint_dir is None:
             return False
-        folder = self.checkpoint_dir / kind
-        state = tf.train.get_checkpoint_state(str(folder))
-        paths = list(state.all_model_checkpoint_paths) if state is not None else []
-        failures = []
-        for path in reversed(paths):
-            try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
-            except Exception as err:  # noqa: BLE001 (a damaged file fails in many ways inside TF)
-                failures.append(f"{Path(path).name} ({type(err).__name__})")
-                continue
-            if failures:
-                print(f"note: skipped unreadable checkpoints {', '.join(failures)}; resumed from {path}.", file=sys.stderr)
-            return True
-        if failures:
-            raise SeqkitError(
-                f"Cannot resume from {folder}: its checkpoints {', '.join(failures)} are damaged or do "
-                "not match this model; use another --out, or --fresh to start over."
-            )
-        return False
+        return restore_newest(self.checkpoint, self.checkpoint_dir / kind) is not None
 
     def check_workers_agree(self) -> None:
         """In a cluster, every worker must have restored the same step (a shared --out);
@@ -387,7 +293,7 @@ class Trainer:
         if n * squares != total**2:
             raise SeqkitError(
                 f"The workers resumed from different steps (this one from {self.step}, the mean is "
-                f"{total / n:g}): give every worker an --out on a shared filesystem."
+                f"{total / n:g}): give every worker a `checkpoint_dir` on a shared filesystem."
             )
 
     def save(self, kind: str = "checkpoints") -> str | None:
@@ -414,12 +320,12 @@ class Trainer:
             reason = re.sub(r"\s*\[Op:\w+\]\s*$", "", reason).rsplit("; ", 1)[-1]
             raise SeqkitError(
                 f"Cannot write a checkpoint in {manager.directory} ({reason}): free disk space or "
-                "choose another --out; the last complete checkpoint is kept."
+                "choose another `checkpoint_dir`; the last complete checkpoint is kept."
             ) from None
 
     # -- one replica ---------------------------------------------------------------------------
     def _loss_and_grads(self, x, y):
-        with cudnn.gpu_step(self.cudnn), split_step(self.native_kernels, self.bf16_gradients, self.bf16_recurrence):
+        with dispatch.using(self.kernels):
             with tf.GradientTape() as tape:
                 logits = self.model(x, training=True)
                 loss, hits = sparse_loss_and_hits(y, logits)
@@ -512,7 +418,7 @@ class Trainer:
         stops being finite raises :class:`SeqkitError` and saves nothing.
         """
         if self.total_steps is None and not max_seconds:
-            raise SeqkitError("With no limit on epochs, a time budget (--max-time) must end the run.")
+            raise SeqkitError("With no limit on `epochs`, a time budget (`max_seconds`) must end the run.")
         eval_every = eval_every or self.steps_per_epoch
         history: list[Record] = []
         batches = iter(self.distribute(train))
@@ -563,7 +469,7 @@ class Trainer:
             if not math.isfinite(values[0]):
                 raise SeqkitError(
                     f"The loss became {values[0]} in training step {step + 1}: training stopped and the "
-                    "last good checkpoint was kept; try a lower --lr or a smaller --clip."
+                    "last good checkpoint was kept; try a lower `lr` or a smaller `clip`."
                 )
             sums = [a + b for a, b in zip(sums, values)]
             done, spent = done + 1, spent + elapsed
@@ -573,7 +479,7 @@ class Trainer:
                     [("loss", sums[0] / sums[2]), ("acc", sums[1] / sums[2]), (f"{self.unit}/s", sums[2] / spent)],
                 )
         if done == 0:
-            raise SeqkitError("No training step fits in the time budget: raise --max-time.")
+            raise SeqkitError("No training step fits in the time budget: raise `max_seconds`.")
         return Record(
             step=self.step,
             epoch=self.step / self.steps_per_epoch,

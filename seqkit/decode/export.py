@@ -5,8 +5,11 @@ Signatures (load with ``tf.saved_model.load(path)``):
 - ``serving_default(texts: string [batch])`` -> ``probabilities`` [batch, vocab], the
   next-character distribution after each text, and ``chars`` [vocab], the character of
   each column ("\\ufffd" for the unknown id);
-- ``sample(prime: string, length: int32, temperature: float32, seed: int64)`` ->
-  ``text``, the sampled continuation.
+- ``sample(prime: string, length: int32, temperature: float32, seed: int64, top_k: int32,
+  top_p: float32)`` -> ``text``, the sampled continuation (``top_k`` 0 and ``top_p`` 1
+  turn those off), drawn by the same loop and sampler as ``seqkit generate``: with the
+  same settings and seed, the same text as ``generate --float32-weights`` up to float
+  rounding between XLA's and TensorFlow's kernels.
 
 The graph holds the vocabulary lookup, so only TensorFlow is needed to load it. Texts
 are taken as they are: NFC-normalize them first if the model was trained with NFC (the
@@ -20,7 +23,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from seqkit.decode.lm import CharLM
-from seqkit.decode.sampling import draw
+from seqkit.decode.sampling import Sampler, sampling_loop
 from seqkit.errors import SeqkitError
 from seqkit.fileio import atomic_dir
 from seqkit.text.vocab import UNKNOWN_ID, UNKNOWN_SYMBOL
@@ -35,18 +38,15 @@ class _Serving(tf.Module):
         ids = tf.range(1, lm.vocab.size, dtype=tf.int32)
         self.table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(points, ids), UNKNOWN_ID)
         self.chars = tf.constant([UNKNOWN_SYMBOL, *lm.vocab.chars])
-
-    def _run(self, texts):
-        ids = tf.ragged.map_flat_values(self.table.lookup, tf.strings.unicode_decode(texts, "UTF-8"))
-        lengths = tf.cast(ids.row_lengths(), tf.int32)
-        outputs, states = self._lm.encoder.run(self._lm.embedding(ids.to_tensor()), lengths=lengths)
-        last = tf.gather(outputs, tf.maximum(lengths - 1, 0), batch_dims=1)
-        return tf.nn.log_softmax(self._lm.logits_layer(last)), states
+        self.empty_prime = tf.constant(lm.encode_prime(""), tf.int32)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
     def next_char(self, texts):
-        log_probs, _ = self._run(texts)
-        return {"probabilities": tf.exp(log_probs), "chars": self.chars}
+        ids = tf.ragged.map_flat_values(self.table.lookup, tf.strings.unicode_decode(texts, "UTF-8"))
+        lengths = tf.cast(ids.row_lengths(), tf.int32)
+        outputs, _ = self._lm.encoder.run(self._lm.embedding(ids.to_tensor()), lengths=lengths)
+        last = tf.gather(outputs, tf.maximum(lengths - 1, 0), batch_dims=1)
+        return {"probabilities": tf.exp(tf.nn.log_softmax(self._lm.logits_layer(last))), "chars": self.chars}
 
     @tf.function(
         input_signature=[
@@ -54,22 +54,24 @@ class _Serving(tf.Module):
             tf.TensorSpec([], tf.int32),
             tf.TensorSpec([], tf.float32),
             tf.TensorSpec([], tf.int64),
+            tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], tf.float32),
         ],
         autograph=False,
     )
-    def sample(self, prime, length, temperature, seed):
-        log_probs, states = self._run(prime[None])
-        unknown = tf.one_hot(UNKNOWN_ID, tf.shape(log_probs)[-1], on_value=-1e9, off_value=0.0)
+    def sample(self, prime, length, temperature, seed, top_k, top_p):
+        ids = self.table.lookup(tf.strings.unicode_decode(prime, "UTF-8"))
+        # An empty prime starts where generate's does (a newline, or the first character).
+        ids = tf.concat([ids, self.empty_prime], 0)[: tf.maximum(tf.size(ids), 1)]
+        out = self._loop(ids, length, temperature, seed, top_k, top_p)
+        return {"text": tf.strings.reduce_join(tf.gather(self.chars, out))}
 
-        def body(i, log_probs, states, out):
-            logits = log_probs / temperature + unknown
-            ids = draw(logits, tf.stack([seed, tf.cast(i, tf.int64)]))
-            log_probs, states = self._lm.step_fn(ids, states)
-            return i + 1, log_probs, states, out.write(i, ids[0])
-
-        out = tf.TensorArray(tf.int32, size=length)
-        _, _, _, out = tf.while_loop(lambda i, *_: i < length, body, (0, log_probs, states, out))
-        return {"text": tf.strings.reduce_join(tf.gather(self.chars, out.stack()))}
+    @tf.function(jit_compile=True, autograph=False)
+    def _loop(self, ids, length, temperature, seed, top_k, top_p):
+        """The loop as one XLA program, as generate compiles it: the same random numbers
+        (XLA's differ from TensorFlow's kernels') and so the same text for a seed."""
+        sampler = Sampler(temperature, top_k, top_p)
+        return sampling_loop(self._lm, sampler, ids, tf.size(ids), length, tf.stack([seed, 0]))
 
 
 def export(model_dir: str | Path, out_dir: str | Path) -> Path:
@@ -79,12 +81,12 @@ def export(model_dir: str | Path, out_dir: str | Path) -> Path:
         raise SeqkitError("A bidirectional model cannot generate; there is nothing to export.")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
-        raise SeqkitError(f"{out} exists and is not empty: choose a new --out.")
+        raise SeqkitError(f"{out} exists and is not empty: choose a new `out_dir`.")
     module = _Serving(lm)
     signatures = {"serving_default": module.next_char, "sample": module.sample}
     with atomic_dir(out) as tmp:  # a killed export leaves no half-written SavedModel
         try:
             tf.saved_model.save(module, str(tmp), signatures=signatures)
         except tf.errors.OpError as err:
-            raise SeqkitError(f"Cannot write {out} ({err.message}): make room on the disk or choose another --out.") from None
+            raise SeqkitError(f"Cannot write {out} ({err.message}): make room on the disk or choose another `out_dir`.") from None
     return out

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from seqkit.core import cudnn, native
+from seqkit.core import cudnn, dispatch
 from seqkit.errors import SeqkitError
+from seqkit.text.run_folder import RunFolder
 from seqkit.text.vocab import UNKNOWN_ID, Vocabulary, describe
 
 
@@ -22,17 +23,12 @@ class CharLM:
     Args:
         model: the Keras model of :func:`seqkit.text.char_model.build_char_model`.
         vocab: its vocabulary.
-        native_step: run the sampling loop's steps as seqkit's native step, on every core
-            (1.7x to 1.8x the characters/s of XLA's one-core step with float32 weights;
-            see benchmarks/README.md): None (the default) where the encoder can
-            (``SequenceEncoder.steps_natively``).
+        native_step: run the sampling loop's steps as seqkit's native step, on every core:
+            None (the default) where the encoder can (``SequenceEncoder.steps_natively``).
         half_weights: give the native step its weights rounded to float16, which halves
-            what each character reads: 1.5x to 1.6x the characters/s of float32 weights, for
-            a mean KL divergence of 3e-8 bits per character from float32's predictions
-            (benchmarks/README.md).
-            None (the default): wherever the native step runs, the CPU converts float16
-            (F16C) and every weight fits; False keeps float32 (the same text for a seed as
-            XLA's step).
+            what each character reads (docs/performance.md). None (the default): wherever
+            the native step runs, the CPU converts float16 (F16C) and every weight fits;
+            False keeps float32 (the same text for a seed as XLA's step).
     """
 
     def __init__(
@@ -49,43 +45,15 @@ class CharLM:
 
     @classmethod
     def load(cls, path: str | Path) -> "CharLM":
-        """Load ``seqkit train-char``'s output folder (model.keras, else its best checkpoint)."""
-        import keras
-
-        from seqkit.core.trainer import Trainer, TrainConfig
-        from seqkit.text.char_model import CharModelConfig, build_char_model
-        from seqkit.text.train_char import saved_identity
-
-        path = Path(path)
-        if not (path / "config.json").is_file() or not (path / "vocab.json").is_file():
-            raise SeqkitError(
-                f"{path} holds no trained model (config.json and vocab.json are missing): "
-                "point --model at a seqkit train-char --out folder."
-            )
-        identity = saved_identity(path)
-        vocab = Vocabulary.load(path / "vocab.json")
-        if (path / "model.keras").is_file():
-            try:
-                model = keras.models.load_model(path / "model.keras")
-            except Exception as err:  # Keras raises many types for a damaged archive
-                raise SeqkitError(f"{path / 'model.keras'} is damaged ({type(err).__name__}): retrain, or delete it to use the last checkpoint.") from None
-        else:
-            try:
-                config = CharModelConfig(**{k: identity[k] for k in CharModelConfig.__dataclass_fields__})
-            except (KeyError, TypeError):
-                raise SeqkitError(f"{path / 'config.json'} is damaged: retrain.") from None
-            trainer = Trainer(lambda: build_char_model(config), TrainConfig(), 1, checkpoint_dir=path)
-            if not (trainer.restore("best") or trainer.restore()):
-                raise SeqkitError(f"{path} has no model.keras and no checkpoint yet: train first.")
-            model = trainer.model
-        if model.get_layer("logits").units != vocab.size:
-            raise SeqkitError(f"{path}: the model and vocab.json do not belong together: retrain.")
+        """Load a run folder (``seqkit train-char``'s output): model.keras, else the weights
+        of its best checkpoint."""
+        model, vocab = RunFolder(path).load()
         return cls(model, vocab)
 
     # -- compiled pieces -----------------------------------------------------------------------
     def _prime_fn(self, ids):
         """Run prime ids [batch, time]; return the last step's log-probs and the states."""
-        with cudnn.gpu_step(cudnn.available()):
+        with dispatch.kernels(cudnn=cudnn.available()):
             out, states = self.encoder.run(self.embedding(ids))
         return tf.nn.log_softmax(self.logits_layer(out[:, -1])), states
 
@@ -109,21 +77,10 @@ class CharLM:
                 "CPU where it builds: sample without it."
             )
         if self.half_weights is None:
-            self.half_weights = self._half_weights_problem() is None
-        elif self.half_weights and (problem := self._half_weights_problem()):
+            self.half_weights = dispatch.half_weights_problem(self.encoder, self.native_step) is None
+        elif self.half_weights and (problem := dispatch.half_weights_problem(self.encoder, self.native_step)):
             raise SeqkitError(problem)
         return self.native_step
-
-    def _half_weights_problem(self) -> str | None:
-        """Why the native step cannot take float16 weights here, or None."""
-        if not self.native_step:
-            return "Half-precision weights are for the native decoding step, which this model or machine cannot run: sample without them."
-        if not native.cpu_has_f16c():
-            return "Half-precision weights need a CPU with F16C: sample without them."
-        largest = max(float(np.abs(w.numpy()).max()) for w in self.encoder.weights)
-        if largest > float(np.finfo(np.float16).max):
-            return f"A weight of {largest:g} does not fit in float16: sample without half-precision weights."
-        return None
 
     @property
     def step_weights_dtype(self) -> tf.DType:
@@ -138,7 +95,7 @@ class CharLM:
         if unknown and not drop_unknown:
             raise SeqkitError(
                 f"The prime has characters the model never saw: {describe(unknown)}; remove them "
-                "or pass --drop-unknown."
+                "or pass `drop_unknown`."
             )
         ids = self.vocab.encode(prime)
         ids = ids[ids != UNKNOWN_ID]

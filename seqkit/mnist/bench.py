@@ -9,19 +9,18 @@ ratio falls below ``1 - speed_tolerance``.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import os
 import platform
-import resource
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seqkit.config import override
 from seqkit.core.trainer import TrainConfig
 from seqkit.errors import SeqkitError
 from seqkit.fileio import with_defaults
+from seqkit.machine import matmul_gflops, peak_memory_mib
 from seqkit.mnist.classifier import ClassifierConfig
 
 
@@ -69,45 +68,14 @@ PROFILES: dict[str, BenchConfig] = {
 
 
 def profile_config(profile: str, **overrides) -> BenchConfig:
-    """A profile's configuration with some settings replaced (None values are ignored)."""
+    """A profile's configuration with settings replaced by name (see
+    :func:`seqkit.config.override`; None values are ignored)."""
     if profile not in PROFILES:
         raise SeqkitError(f"Unknown profile {profile!r}: choose one of {', '.join(PROFILES)}.")
-    base = PROFILES[profile]
-    model = dataclasses.replace(
-        base.model, **{k: v for k, v in overrides.items() if k in _fields(ClassifierConfig) and v is not None}
-    )
-    train = dataclasses.replace(
-        base.train, **{k: v for k, v in overrides.items() if k in _fields(TrainConfig) and v is not None}
-    )
-    rest = {k: v for k, v in overrides.items() if k in _fields(BenchConfig) and v is not None}
-    config = dataclasses.replace(base, model=model, train=train, **rest)
+    config = override(PROFILES[profile], **overrides)
     if config.batch_size < 1 or config.train.epochs < 1:
-        raise SeqkitError("--batch-size and --epochs must be at least 1.")
+        raise SeqkitError("`batch_size` and `epochs` must be at least 1.")
     return config
-
-
-def _fields(cls) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
-
-
-def machine_gflops(seconds: float = 1.0, n: int = 512) -> float:
-    """Single-precision matmul throughput of this machine now (GFLOP/s), the speed reference."""
-    import tensorflow as tf
-
-    a = tf.random.normal([n, n])
-    b = tf.random.normal([n, n])
-    product = tf.function(lambda a, b: tf.reduce_sum(tf.matmul(a, b)))
-    product(a, b).numpy()
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        product(a, b).numpy()
-        count += 1
-    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
-
-
-def peak_memory_mib() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run(
@@ -142,9 +110,9 @@ def _run(config: BenchConfig, data_dir: str | None, verbose: bool, strategy) -> 
         images, labels = images[: config.train_subset], labels[: config.train_subset]
     steps_per_epoch = len(images) // config.batch_size
     if steps_per_epoch < 1:
-        raise SeqkitError(f"--batch-size {config.batch_size} is larger than the training set.")
+        raise SeqkitError(f"`batch_size` {config.batch_size} is larger than the training set.")
 
-    gflops = machine_gflops()
+    gflops = matmul_gflops()
     keras.utils.set_random_seed(config.seed)
     trainer = Trainer(
         lambda: build_classifier(config.model, seed=config.seed),
@@ -243,7 +211,7 @@ def compare(result: dict, baseline: dict, config: BenchConfig) -> Comparison:
         )
         raise SeqkitError(
             f"The baseline was made with other settings ({', '.join(differ)} differ): run with "
-            "the baseline's options, or pass --no-baseline."
+            "the baseline's options, or without a baseline (`no_baseline`)."
         )
     speed_ratio = result["train_samples_per_sec"] / base_speed
     normalised = speed_ratio / (result["machine_gflops"] / base_gflops)

@@ -14,7 +14,7 @@ class CharModelConfig:
     """Shape of the character model.
 
     Args:
-        vocab_size: ids, the unknown id included.
+        vocab_size: ids, the unknown id included (training sets it from the vocabulary).
         embedding: width of the character embedding.
         cell: ``lstm``, ``gru``, ``rnn`` or ``peephole``.
         layers: stacked recurrent layers.
@@ -23,12 +23,12 @@ class CharModelConfig:
         weight_drop: DropConnect rate on the recurrent kernels while training.
     """
 
-    vocab_size: int
+    vocab_size: int | None = None
     embedding: int = 64
     cell: str = "lstm"
     layers: int = 2
     units: int = 256
-    dropout: float = 0.0
+    dropout: float = 0.25
     weight_drop: float = 0.0
 
     def to_dict(self) -> dict:

@@ -74,7 +74,7 @@ def _points(chunk: bytes, offset: int, name: str, normalization: str) -> np.ndar
     except UnicodeDecodeError as err:
         raise SeqkitError(
             f"{name} is not UTF-8 text: byte offset {offset + err.start} cannot be decoded; if the "
-            "file uses another encoding, name it with --encoding (e.g. latin-1, cp1252, utf-16)."
+            "file uses another encoding, name it with `encoding` (e.g. latin-1, cp1252, utf-16)."
         ) from None
     text = tf.constant(chunk)
     if normalization == "NFC":
@@ -109,7 +109,7 @@ def read_corpus(
     """Read a text file into ids, with a vocabulary from its training part (or ``vocab``)."""
     path = Path(path)
     if not 0.0 <= val_fraction < 1.0:
-        raise SeqkitError(f"--val-fraction must be in [0, 1), got {val_fraction}.")
+        raise SeqkitError(f"`val_fraction` must be in [0, 1), got {val_fraction}.")
     if not path.is_file():
         raise SeqkitError(f"{path} does not exist or is not a file.")
     try:
@@ -132,10 +132,10 @@ def _recode(data, path: Path, encoding: str) -> bytes:
     try:
         return bytes(data).decode(encoding).encode("utf-8")
     except LookupError:
-        raise SeqkitError(f"Unknown --encoding {encoding!r}: use a Python codec name such as latin-1.") from None
+        raise SeqkitError(f"Unknown `encoding` {encoding!r}: use a Python codec name such as latin-1.") from None
     except UnicodeDecodeError as err:
         raise SeqkitError(
-            f"{path} is not {encoding} text: byte offset {err.start} cannot be decoded; check --encoding."
+            f"{path} is not {encoding} text: byte offset {err.start} cannot be decoded; check `encoding`."
         ) from None
 
 
@@ -163,7 +163,7 @@ def _encode(data, path: Path, val_fraction: float, normalization: str, vocab: Vo
                 seen.append(np.unique(points(start, end)[: split - done]))
             done += n
         if not seen:
-            raise SeqkitError(f"{path} has no text to train on: lower --val-fraction.")
+            raise SeqkitError(f"{path} has no text to train on: lower `val_fraction`.")
         vocab = Vocabulary.from_points(np.concatenate(seen), normalization)
     # Pass 2: ids.
     ids = np.empty(total, dtype=np.uint16 if vocab.size <= 1 << 16 else np.int32)
@@ -202,7 +202,7 @@ def train_windows(ids: np.ndarray, seq_len: int, batch_size: int, seed: int, sta
     if per_epoch < 1:
         raise SeqkitError(
             f"The training text has {len(ids)} characters, fewer than one window of "
-            f"--seq-len {seq_len} + 1: use a longer corpus or a smaller --seq-len."
+            f"`seq_len` {seq_len} + 1: use a longer corpus or a smaller `seq_len`."
         )
     offsets = np.arange(seq_len + 1)
 
@@ -229,7 +229,7 @@ def eval_windows(ids: np.ndarray, seq_len: int, batch_size: int):
 
     seq_len = min(seq_len, len(ids) - 1)
     if seq_len < 1:
-        raise SeqkitError("The validation text is shorter than two characters: raise --val-fraction.")
+        raise SeqkitError("The validation text is shorter than two characters: raise `val_fraction`.")
     starts = np.arange((len(ids) - 1) // seq_len) * seq_len
     windows = ids[starts[:, None] + np.arange(seq_len + 1)].astype(np.int32)
     return tf.data.Dataset.from_tensor_slices(windows).batch(batch_size).map(_split)

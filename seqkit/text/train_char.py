@@ -1,29 +1,24 @@
-"""`seqkit train-char`: train a character language model into an output directory.
+"""`seqkit train-char`: train a character language model into a run folder.
 
-``--out`` ends up holding everything ``seqkit generate`` needs: ``config.json``,
-``vocab.json``, ``checkpoints/`` (periodic) and ``best/`` (best by validation loss),
-``model.keras`` (the best weights), ``metrics.json``, ``history.csv``, TensorBoard logs in
-``logs/`` and ``curves.png``. Running the same command again resumes from the last
-checkpoint, data position included; ``--fresh`` starts over.
+The run folder (:mod:`seqkit.text.run_folder`) ends up holding everything ``seqkit
+generate`` needs. Running the same command again resumes from the last checkpoint, data
+position included; ``fresh`` starts over.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import dataclasses
 import math
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from seqkit.config import override
 from seqkit.core.trainer import Record, TrainConfig
-from seqkit.errors import SeqkitError
-from seqkit.fileio import atomic_path, read_json, with_defaults, write_json, write_text
 from seqkit.text.char_model import CharModelConfig
+from seqkit.text.run_folder import CURVES, LOGS, MODEL, RunFolder
 from seqkit.text.vocab import Vocabulary
 
 NATS_PER_BIT = math.log(2.0)
-OUTPUTS = ("checkpoints", "best", "logs", "history.csv", "metrics.json", "model.keras", "curves.png")
 
 
 @dataclass
@@ -31,7 +26,7 @@ class CharConfig:
     """Everything one `train-char` run is configured by.
 
     Args:
-        embedding, cell, layers, units, dropout, weight_drop: the model (see CharModelConfig).
+        model: the model's shape (its ``vocab_size`` comes from the corpus).
         seq_len: characters per training window (the targets are shifted by one).
         batch_size: windows per step (the global batch).
         val_fraction: the last part of the text held out for validation.
@@ -42,12 +37,7 @@ class CharConfig:
         train: optimizer and schedule settings.
     """
 
-    embedding: int = 64
-    cell: str = "lstm"
-    layers: int = 2
-    units: int = 256
-    dropout: float = 0.25
-    weight_drop: float = 0.0
+    model: CharModelConfig = field(default_factory=CharModelConfig)
     seq_len: int = 64
     batch_size: int = 16
     val_fraction: float = 0.1
@@ -60,13 +50,11 @@ class CharConfig:
     )
 
     def model_config(self, vocab: Vocabulary) -> CharModelConfig:
-        return CharModelConfig(
-            vocab.size, self.embedding, self.cell, self.layers, self.units, self.dropout, self.weight_drop
-        )
+        return dataclasses.replace(self.model, vocab_size=vocab.size)
 
     def identity(self, vocab: Vocabulary) -> dict:
         """What a resumed run must share with the saved one: model shape, data stream, and
-        whether its checkpoints hold weight averages (their decay may change, like --lr)."""
+        whether its checkpoints hold weight averages (their decay may change, like `lr`)."""
         return {
             **self.model_config(vocab).to_dict(),
             "ema": self.train.ema > 0,
@@ -82,48 +70,14 @@ class CharConfig:
         return asdict(self)
 
 
-def _check_out(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / ".write-test"):
-            pass
-        (out / ".write-test").unlink()
-    except (OSError, SeqkitError) as err:
-        raise SeqkitError(f"Cannot write to --out {out} ({err}): choose a writable folder.") from None
-
-
-def saved_identity(folder: Path) -> dict:
-    """The identity that a train-char folder's config.json records, plus the default of each
-    field it lacks, so that a run written before a field existed still resumes and loads."""
-    identity = read_json(folder / "config.json", "saved configuration").get("identity", {})
-    if not isinstance(identity, dict):
-        raise SeqkitError(f"{folder / 'config.json'} is damaged: retrain.")
-    return with_defaults({"ema": False, **identity}, CharModelConfig)
-
-
-def _check_same_model(out: Path, identity: dict) -> None:
-    saved = saved_identity(out)
-    differ = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
-    if differ:
-        raise SeqkitError(
-            f"{out} holds a model of another configuration ({', '.join(differ)} differ): use "
-            "another --out, or --fresh to replace it."
-        )
-
-
-def _read_history(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def _write_history(path: Path, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
+def char_config(**settings) -> CharConfig:
+    """The default :class:`CharConfig` with ``settings`` replaced by name wherever they sit
+    (``units=512, lr=4e-3``; None leaves a default). A time budget (``max_time``) without
+    ``epochs`` trains until the time is up."""
+    config = override(CharConfig(), **settings)
+    if settings.get("max_time") is not None and settings.get("epochs") is None:
+        config.train = dataclasses.replace(config.train, epochs=None)
+    return config
 
 
 def _row(record: Record) -> dict:
@@ -166,16 +120,14 @@ def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: st
     verbose = verbose and chief
     corpus = read_corpus(corpus_path, config.val_fraction, config.normalization, encoding)
     identity = config.identity(corpus.vocab)
+    run = RunFolder(out)
     if chief:
-        _check_out(out)
-        if (out / "config.json").is_file() and not fresh:
-            _check_same_model(out, identity)
+        run.check_writable()
+        if run.holds_config() and not fresh:
+            run.check_same_model(identity)
         if fresh:
-            for name in OUTPUTS:
-                target = out / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-        corpus.vocab.save(out / "vocab.json")
-        write_json(out / "config.json", {"identity": identity, "config": config.to_dict()})
+            run.clear_outputs()
+        run.write_config(identity, config.to_dict(), corpus.vocab)
     steps_per_epoch = max(1, windows_per_epoch(len(corpus.train_ids), config.seq_len) // config.batch_size)
 
     keras.utils.set_random_seed(config.seed)
@@ -196,7 +148,8 @@ def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: st
         print(
             f"{'Resuming at step ' + str(trainer.step) if resumed else 'Training'}: {len(corpus.train_ids):,} "
             f"training and {len(corpus.val_ids):,} validation characters, {corpus.vocab.size - 1} distinct; "
-            f"{config.layers} x {config.cell} {config.units}, {trainer.model.count_params():,} parameters; "
+            f"{model_config.layers} x {model_config.cell} {model_config.units}, "
+            f"{trainer.model.count_params():,} parameters; "
             f"{steps_per_epoch} steps per epoch, "
             + (f"{trainer.total_steps} in all" if trainer.total_steps is not None else "as many as fit")
             + (f", at most {config.max_time:g} s" if config.max_time else "")
@@ -209,13 +162,13 @@ def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: st
         return {"chief": False, "steps": trainer.step, "train_seconds": float(trainer.seconds.numpy())}
 
     # Records past the restored step were made after the last checkpoint: they are redone.
-    history = [r for r in _read_history(out / "history.csv") if r["step"] <= trainer.step] if resumed else []
-    writer = tf.summary.create_file_writer(str(out / "logs"))
+    history = [r for r in run.read_history() if r["step"] <= trainer.step] if resumed else []
+    writer = tf.summary.create_file_writer(str(run / LOGS))
 
     def on_eval(record: Record) -> None:
         row = _row(record)
         history.append(row)
-        _write_history(out / "history.csv", history)
+        run.write_history(history)
         with writer.as_default(step=record.step):
             tf.summary.scalar("loss_nats/train", record.loss)
             tf.summary.scalar("chars_per_sec", record.samples_per_sec)
@@ -226,11 +179,12 @@ def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: st
         writer.flush()
 
     trainer.fit(train_ds, val_ds, eval_every=config.eval_every, max_seconds=config.max_time, on_eval=on_eval, verbose=verbose)
-    return _finish(trainer, out, history)
+    return _finish(trainer, run, history)
 
 
-def _finish(trainer, out: Path, history: list[dict]) -> dict:
+def _finish(trainer, run: RunFolder, history: list[dict]) -> dict:
     """Restore the best checkpoint; write model.keras, metrics.json and curves.png."""
+    from seqkit.fileio import atomic_path
     from seqkit.plots import plot_curves
 
     steps, seconds = trainer.step, float(trainer.seconds.numpy())
@@ -240,7 +194,7 @@ def _finish(trainer, out: Path, history: list[dict]) -> dict:
     best_step = trainer.step if best else steps
     # The best checkpoint carries its own validation loss: no second evaluation pass.
     val_loss = float(trainer.best_val_loss.numpy()) if best else None
-    with atomic_path(out / "model.keras", suffix=".keras") as tmp:
+    with atomic_path(run / MODEL, suffix=".keras") as tmp:
         trainer.model.save(tmp)
     config = trainer.config
     chars = sum(row["samples"] for row in history)
@@ -256,11 +210,11 @@ def _finish(trainer, out: Path, history: list[dict]) -> dict:
         "parameters": int(trainer.model.count_params()),
         "lr": config.lr,
     }
-    write_json(out / "metrics.json", metrics)
+    run.write_metrics(metrics)
     if history:
         plot_curves(
             history,
-            out / "curves.png",
+            run / CURVES,
             [
                 ("loss (nats/char)", [("loss", "train"), ("val_loss", "validation")]),
                 ("chars/s", [("samples_per_sec", "training")]),
