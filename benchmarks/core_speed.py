@@ -29,7 +29,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
 from workloads import CHAR_STEPS, VOCAB, alternate, first_module  # noqa: E402
 
 
@@ -63,7 +62,12 @@ def head(args):
 
 
 def seqkit_variant(
-    args, fused: bool = True, jit: bool = True, package: str = "seqkit", infer: bool = False, weight_drop: float = 0.0,
+    args,
+    fused: bool = True,
+    jit: bool = True,
+    package: str = "seqkit",
+    infer: bool = False,
+    weight_drop: float = 0.0,
     **options,
 ):
     """A seqkit training step (or, with ``infer``, evaluation step) of the workload, from the
@@ -144,12 +148,20 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--weight-drop", type=float, default=0.0, help="also time the fused step with this weight drop")
-    parser.add_argument("--bf16-gradients", action="store_true", help="also time the fused step with bf16 weight gradients")
-    parser.add_argument("--native-kernels", action="store_true", help="also time the fused step with native LSTM kernels")
-    parser.add_argument("--bf16-recurrence", action="store_true", help="also time the default step with bf16 recurrence")
+    parser.add_argument(
+        "--bf16-gradients", action="store_true", help="also time the fused step with bf16 weight gradients"
+    )
+    parser.add_argument(
+        "--native-kernels", action="store_true", help="also time the fused step with native LSTM kernels"
+    )
+    parser.add_argument(
+        "--bf16-recurrence", action="store_true", help="also time the default step with bf16 recurrence"
+    )
     parser.add_argument("--steps", type=int, default=15, help="steps per timing window")
     parser.add_argument("--windows", type=int, default=5, help="timing windows per variant")
-    parser.add_argument("--infer", action="store_true", help="time the evaluation step: XLA against native kernels (cuDNN on a GPU)")
+    parser.add_argument(
+        "--infer", action="store_true", help="time the evaluation step: XLA against native kernels (cuDNN on a GPU)"
+    )
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
 
@@ -163,15 +175,19 @@ def main() -> None:
     elif args.infer:
         variants = {
             "seqkit evaluation, XLA": seqkit_variant(args, infer=True, **xla),
-            "seqkit evaluation, native kernels": seqkit_variant(args, infer=True, native_kernels=True, bf16_gradients=False),
+            "seqkit evaluation, native kernels": seqkit_variant(
+                args, infer=True, native_kernels=True, bf16_gradients=False
+            ),
         }
     else:
         variants = _training_variants(args, xla)
     figures = alternate(variants, args.batch_size * predictions_per_example(args), args.steps, args.windows)
     reference_name = next(iter(figures))
     unit = "images/s" if args.workload == "mnist" else "chars/s"
-    print(f"{args.workload}: {args.layers} x LSTM {args.units}, batch {args.batch_size}, dropout "
-          f"{args.dropout}; median of {args.windows} windows of {args.steps} steps")
+    print(
+        f"{args.workload}: {args.layers} x LSTM {args.units}, batch {args.batch_size}, dropout "
+        f"{args.dropout}; median of {args.windows} windows of {args.steps} steps"
+    )
     print(f"| variant | {unit} | vs {reference_name} |\n| --- | --- | --- |")
     for name, figure in figures.items():
         figure["ratio"] = figure["median"] / figures[reference_name]["median"]
@@ -194,7 +210,9 @@ def _training_variants(args, xla: dict) -> dict:
             args, weight_drop=args.weight_drop, **xla
         )
     if args.bf16_gradients:
-        variants["seqkit fused, bf16 weight gradients"] = seqkit_variant(args, native_kernels=False, bf16_gradients=True)
+        variants["seqkit fused, bf16 weight gradients"] = seqkit_variant(
+            args, native_kernels=False, bf16_gradients=True
+        )
     if args.native_kernels:
         variants["seqkit fused, native kernels"] = seqkit_variant(args, native_kernels=True, bf16_gradients=False)
     if args.native_kernels and args.bf16_gradients:

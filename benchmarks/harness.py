@@ -122,7 +122,9 @@ def inference_table(args) -> dict:
         for _ in range(calls):
             reference.predict(images, batch_size=1000, verbose=0)
 
-    fast = ("seqkit, cuDNN", seqkit_variant(False, gpu=True)) if GPUS else ("seqkit, native kernels", seqkit_variant(True))
+    fast = (
+        ("seqkit, cuDNN", seqkit_variant(False, gpu=True)) if GPUS else ("seqkit, native kernels", seqkit_variant(True))
+    )
     variants = {"seqkit, XLA unrolled": seqkit_variant(False), fast[0]: fast[1], "keras predict": keras_run}
     if torch is not None:
         variants["pytorch"] = torch_reference.inference(images, TORCH_DEVICE)
@@ -138,7 +140,10 @@ def decoding_tables(args) -> tuple[dict, dict]:
     vocab, length = lm.vocab, args.sample_length
 
     # Plain Keras: the same layers, one step per call from Python, state carried by hand.
-    embed, cells = keras.layers.Embedding(vocab.size, EMBEDDING), [keras.layers.LSTMCell(SAMPLING_UNITS) for _ in range(2)]
+    embed, cells = (
+        keras.layers.Embedding(vocab.size, EMBEDDING),
+        [keras.layers.LSTMCell(SAMPLING_UNITS) for _ in range(2)],
+    )
     head = keras.layers.Dense(vocab.size)
 
     @tf.function
@@ -159,10 +164,12 @@ def decoding_tables(args) -> tuple[dict, dict]:
                 ids, states = keras_step(ids, states, tf.constant([i, t]))
             int(ids[0])
 
-    variants = {"seqkit": sampling_run(lm, prime, length),
-                "seqkit, float32 weights": sampling_run(CharLM(lm.model, vocab, half_weights=False), prime, length),
-                "seqkit, XLA's step": sampling_run(CharLM(lm.model, vocab, native_step=False), prime, length),
-                "keras step loop": keras_run}
+    variants = {
+        "seqkit": sampling_run(lm, prime, length),
+        "seqkit, float32 weights": sampling_run(CharLM(lm.model, vocab, half_weights=False), prime, length),
+        "seqkit, XLA's step": sampling_run(CharLM(lm.model, vocab, native_step=False), prime, length),
+        "keras step loop": keras_run,
+    }
     if torch is not None:
         variants["pytorch"] = torch_reference.sampling(length, TORCH_DEVICE)
     sampling = alternate(variants, length, 1, args.windows)
@@ -204,34 +211,55 @@ def peak_memories(frameworks: list[str]) -> dict:
     for name in TRAINING:
         table[name] = {}
         for framework in frameworks:
-            probe = subprocess.run([sys.executable, __file__, "--memory-probe", name, framework],
-                                   capture_output=True, text=True, timeout=600)
+            probe = subprocess.run(
+                [sys.executable, __file__, "--memory-probe", name, framework],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             lines = probe.stdout.strip().splitlines()
-            table[name][framework] = round(json.loads(lines[-1])["peak_memory_mib"]) if probe.returncode == 0 and lines else None
+            table[name][framework] = (
+                round(json.loads(lines[-1])["peak_memory_mib"]) if probe.returncode == 0 and lines else None
+            )
     return table
 
 
 # -- report -----------------------------------------------------------------------------------
 def markdown(report: dict) -> str:
-    lines = [f"Run {report['date']} on {report['machine']}; {report['versions']}.",
-             f"Matmul peak (TF, 1024^3 GEMM, same run): {report['matmul_peak_gflops']:.0f} GFLOP/s.", ""]
+    lines = [
+        f"Run {report['date']} on {report['machine']}; {report['versions']}.",
+        f"Matmul peak (TF, 1024^3 GEMM, same run): {report['matmul_peak_gflops']:.0f} GFLOP/s.",
+        "",
+    ]
     for name, table in report["training"].items():
         ref = table["keras fit"]["median"]
-        lines += [f"#### Training, {name} ({'chars' if 'char' in name else 'samples'}/s)", "",
-                  "| framework | median | vs Keras | recurrent GFLOP/s | of matmul peak | peak memory growth MiB |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            f"#### Training, {name} ({'chars' if 'char' in name else 'samples'}/s)",
+            "",
+            "| framework | median | vs Keras | recurrent GFLOP/s | of matmul peak | peak memory growth MiB |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for fw, fig in table.items():
             memory = report["peak_memory_mib"].get(name, {}).get(fw)
-            lines.append(f"| {fw} | {fig['median']:,.0f} | {fig['median'] / ref:.2f}x | {fig['gflops']:.1f} | "
-                         f"{fig['gflops'] / report['matmul_peak_gflops']:.0%} | {memory or '-'} |")
+            lines.append(
+                f"| {fw} | {fig['median']:,.0f} | {fig['median'] / ref:.2f}x | {fig['gflops']:.1f} | "
+                f"{fig['gflops'] / report['matmul_peak_gflops']:.0%} | {memory or '-'} |"
+            )
         lines.append("")
-    for title, key, ref_name in (("Inference, 10,000 row-MNIST images (images/s)", "inference", "keras predict"),
-                                 ("Sampling, one stream (chars/s)", "sampling", "keras step loop")):
+    for title, key, ref_name in (
+        ("Inference, 10,000 row-MNIST images (images/s)", "inference", "keras predict"),
+        ("Sampling, one stream (chars/s)", "sampling", "keras step loop"),
+    ):
         table = report[key]
         lines += [f"#### {title}", "", "| framework | median | vs Keras |", "| --- | --- | --- |"]
-        lines += [f"| {fw} | {fig['median']:,.0f} | {fig['median'] / table[ref_name]['median']:.2f}x |" for fw, fig in table.items()]
+        lines += [
+            f"| {fw} | {fig['median']:,.0f} | {fig['median'] / table[ref_name]['median']:.2f}x |"
+            for fw, fig in table.items()
+        ]
         lines.append("")
-    lines.append(f"#### Beam search\n\nWidth 8, 100 characters: {report['beam']['seqkit']['median_seconds']:.3f} s (seqkit).")
+    lines.append(
+        f"#### Beam search\n\nWidth 8, 100 characters: {report['beam']['seqkit']['median_seconds']:.3f} s (seqkit)."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -245,11 +273,18 @@ def cpu_description() -> str:
     except OSError:
         model = ""
     model = model or platform.processor() or "unknown CPU"
-    wide = [name for flag, name in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX BF16"))
-            if flag in flags]
+    wide = [
+        name
+        for flag, name in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX BF16"))
+        if flag in flags
+    ]
     if wide == ["AVX-512"]:
         wide.append("no bf16 dot products")
-    held = ", shown to every library as AVX2 by benchmarks/experiments/avx2/run" if os.environ.get("SEQKIT_AVX2_CXX") else ""
+    held = (
+        ", shown to every library as AVX2 by benchmarks/experiments/avx2/run"
+        if os.environ.get("SEQKIT_AVX2_CXX")
+        else ""
+    )
     return f"{model} ({', '.join(wide) or ('AVX2, no AVX-512' if 'avx2' in flags else 'no AVX2')}{held})"
 
 

@@ -18,7 +18,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-
 from workloads import CHAR_STEPS, EMBEDDING, SAMPLING_UNITS, TRAINING, VOCAB, alternate
 
 
@@ -80,8 +79,14 @@ def inference(images: np.ndarray, device: str):
 
 def sampling(length: int, device: str):
     """``run(calls)``: ``calls`` streams of ``length`` characters from a 2 x LSTM 256 model, one step at a time."""
-    embed, lstm, head = (m.to(device) for m in (torch.nn.Embedding(VOCAB, EMBEDDING),
-                         torch.nn.LSTM(EMBEDDING, SAMPLING_UNITS, 2), torch.nn.Linear(SAMPLING_UNITS, VOCAB)))
+    embed, lstm, head = (
+        m.to(device)
+        for m in (
+            torch.nn.Embedding(VOCAB, EMBEDDING),
+            torch.nn.LSTM(EMBEDDING, SAMPLING_UNITS, 2),
+            torch.nn.Linear(SAMPLING_UNITS, VOCAB),
+        )
+    )
 
     def run(calls):
         with torch.no_grad():
@@ -110,13 +115,21 @@ def main() -> None:
     for workload, shape in TRAINING.items():
         w = SimpleNamespace(**shape)
         per_step = w.batch_size * (CHAR_STEPS if w.workload == "char" else 1)
-        report["training"][workload] = alternate({"pytorch": training(w, device)}, per_step, args.steps, args.windows)["pytorch"]
-        rows.append((f"training, {workload} ({'chars' if w.workload == 'char' else 'samples'}/s)", report["training"][workload]))
+        report["training"][workload] = alternate({"pytorch": training(w, device)}, per_step, args.steps, args.windows)[
+            "pytorch"
+        ]
+        rows.append(
+            (f"training, {workload} ({'chars' if w.workload == 'char' else 'samples'}/s)", report["training"][workload])
+        )
     images = np.random.default_rng(0).random((10_000, 28, 28), dtype=np.float32)
     report["inference"] = alternate({"pytorch": inference(images, device)}, 10_000, 1, args.windows)["pytorch"]
-    report["sampling"] = alternate({"pytorch": sampling(args.sample_length, device)}, args.sample_length, 1, args.windows)["pytorch"]
-    rows += [("inference, 10,000 row-MNIST images (images/s)", report["inference"]),
-             ("sampling, one stream (chars/s)", report["sampling"])]
+    report["sampling"] = alternate(
+        {"pytorch": sampling(args.sample_length, device)}, args.sample_length, 1, args.windows
+    )["pytorch"]
+    rows += [
+        ("inference, 10,000 row-MNIST images (images/s)", report["inference"]),
+        ("sampling, one stream (chars/s)", report["sampling"]),
+    ]
     Path(f"{args.out}.json").write_text(json.dumps(report, indent=1))
     print(f"PyTorch alone on {name} ({report['versions']}); medians of {args.windows} windows\n")
     print("| workload | median |\n| --- | --- |")

@@ -44,7 +44,9 @@ def sampling_workload(package: str = "seqkit"):
     lm, vocabulary = (importlib.import_module(f"{package}.{m}") for m in ("decode.lm", "text.vocab"))
     model = first_module(package, "text.char_model", "text.model")  # the latter before 2026-12-03
     vocab = vocabulary.Vocabulary.from_points(range(32, 32 + VOCAB - 1))
-    char_lm = lm.CharLM(model.build_char_model(model.CharModelConfig(vocab.size, EMBEDDING, "lstm", 2, SAMPLING_UNITS)), vocab)
+    char_lm = lm.CharLM(
+        model.build_char_model(model.CharModelConfig(vocab.size, EMBEDDING, "lstm", 2, SAMPLING_UNITS)), vocab
+    )
     return char_lm, char_lm.encode_prime("TO BE OR NOT TO BE")
 
 

@@ -86,11 +86,17 @@ def main(verbose: bool, debug: bool) -> None:
 def _distribution_options(command):
     """--strategy and --worker-timeout, shared by the training commands."""
     command = click.option(
-        "--worker-timeout", default=300.0, show_default=True, type=click.FloatRange(min=1),
+        "--worker-timeout",
+        default=300.0,
+        show_default=True,
+        type=click.FloatRange(min=1),
         help="Multi-worker: seconds to wait for the other workers.",
     )(command)
     return click.option(
-        "--strategy", default="auto", show_default=True, type=click.Choice(["auto", "mirrored", "multi-worker"]),
+        "--strategy",
+        default="auto",
+        show_default=True,
+        type=click.Choice(["auto", "mirrored", "multi-worker"]),
         help="auto: one device, or all local GPUs; multi-worker: the cluster in TF_CONFIG.",
     )(command)
 
@@ -98,19 +104,23 @@ def _distribution_options(command):
 def _kernel_options(command):
     """--cudnn, --native-kernels, --bf16-gradients and --bf16-recurrence, shared by the training commands."""
     command = click.option(
-        "--bf16-recurrence/--no-bf16-recurrence", default=None,
-        help="The native LSTM loops' step products from bfloat16 values, faster training on a CPU with bf16 dot products [off].",
+        "--bf16-recurrence/--no-bf16-recurrence",
+        default=None,
+        help="The native LSTM loops' step products from bfloat16 values, faster on a CPU with bf16 dot products [off].",
     )(command)
     command = click.option(
-        "--bf16-gradients/--no-bf16-gradients", default=None,
+        "--bf16-gradients/--no-bf16-gradients",
+        default=None,
         help="LSTM weight gradients from bfloat16 matmuls [on for LSTMs on a CPU with bf16 dot products].",
     )(command)
     command = click.option(
-        "--native-kernels/--no-native-kernels", default=None,
+        "--native-kernels/--no-native-kernels",
+        default=None,
         help="LSTM loops as seqkit's C++ kernels, built on first use [on for LSTMs on a CPU where they build].",
     )(command)
     return click.option(
-        "--cudnn/--no-cudnn", default=None,
+        "--cudnn/--no-cudnn",
+        default=None,
         help="Recurrent layers as NVIDIA cuDNN kernels [on on a GPU, except for peephole or unrolled layers].",
     )(command)
 
@@ -130,7 +140,12 @@ def _kernel_options(command):
 @click.option("--clip", type=click.FloatRange(min=0), help="Global gradient-norm clip (0: off).")
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay.")
 @click.option("--warmup", "warmup_steps", type=click.IntRange(min=0), help="Learning-rate warm-up steps.")
-@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), help="Validate and keep a moving average of the weights (over about the last 10% of steps), its decay at most this (e.g. 0.999) [0: off].")
+@click.option(
+    "--ema",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Validate and keep a moving average of the weights (over about the last 10% of steps), "
+    "its decay at most this (e.g. 0.999) [0: off].",
+)
 @_kernel_options
 @click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training text [20; none with --max-time].")
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True), help="Training seconds allowed.")
@@ -146,7 +161,8 @@ def train_char(corpus, out, encoding, fresh, strategy, worker_timeout, **options
     import signal
     from pathlib import Path
 
-    from seqkit.text.train_char import char_config, train_char as run
+    from seqkit.text.train_char import char_config
+    from seqkit.text.train_char import train_char as run
 
     config = char_config(**options)
     out = out or str(Path("runs") / Path(corpus).stem)
@@ -156,12 +172,16 @@ def train_char(corpus, out, encoding, fresh, strategy, worker_timeout, **options
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        metrics = run(corpus, out, config, fresh=fresh, encoding=encoding, strategy=strategy, worker_timeout=worker_timeout)
+        metrics = run(
+            corpus, out, config, fresh=fresh, encoding=encoding, strategy=strategy, worker_timeout=worker_timeout
+        )
     except KeyboardInterrupt:
         click.echo(f"seqkit: interrupted; the last checkpoint is in {out}; run the same command to resume.", err=True)
         sys.exit(130)
     if not metrics.get("chief", True):
-        click.echo(f"Worker done: {metrics['steps']} steps in {metrics['train_seconds']:.0f} s; the chief wrote the model.")
+        click.echo(
+            f"Worker done: {metrics['steps']} steps in {metrics['train_seconds']:.0f} s; the chief wrote the model."
+        )
         return
     val = metrics["val_loss_nats"]
     click.echo(
@@ -187,7 +207,9 @@ def _print_tree(nodes, indent: int = 0) -> None:
 
 
 @main.command()
-@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="A train-char --out folder.")
+@click.option(
+    "--model", "model_dir", required=True, type=click.Path(file_okay=False), help="A train-char --out folder."
+)
 @click.option("--prime", default="", help="Text to continue.")
 @click.option("--length", default=200, show_default=True, type=int, help="Characters to generate.")
 @click.option("--temperature", default=1.0, show_default=True, type=float, help="Sampling temperature.")
@@ -202,13 +224,29 @@ def _print_tree(nodes, indent: int = 0) -> None:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Tree: also draw it (.png or .svg).")
 @click.option("--drop-unknown", is_flag=True, help="Drop prime characters the model never saw.")
 @click.option(
-    "--half-weights/--float32-weights", default=None,
-    help="Sampling: the native step's weights as float16, which halves what each character reads [float16 where the native step runs].",
+    "--half-weights/--float32-weights",
+    default=None,
+    help="Sampling: the native step's weights as float16, which halves what each character reads "
+    "[float16 where the native step runs].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def generate(
-    model_dir, prime, length, temperature, top_k, top_p, greedy, seed, beam, tree, width, depth, plot_path, drop_unknown,
-    half_weights, as_json,
+    model_dir,
+    prime,
+    length,
+    temperature,
+    top_k,
+    top_p,
+    greedy,
+    seed,
+    beam,
+    tree,
+    width,
+    depth,
+    plot_path,
+    drop_unknown,
+    half_weights,
+    as_json,
 ) -> None:
     """Continue a prime by sampling, by --beam search, or show the --tree of predictions."""
     import json
@@ -221,12 +259,17 @@ def generate(
     lm = CharLM.load(model_dir)
     lm.half_weights = half_weights
     if half_weights is not None and (tree or beam is not None):
-        click.echo("note: --half-weights and --float32-weights apply to sampling only; the tree and beam search use float32.", err=True)
+        click.echo(
+            "note: --half-weights and --float32-weights apply to sampling only; the tree and beam search use float32.",
+            err=True,
+        )
     ids = lm.encode_prime(prime, drop_unknown)
     if tree:
         usable = lm.vocab.size - 1
         if width > usable:
-            click.echo(f"note: --width {width} is more than the {usable} characters the model knows; using {usable}.", err=True)
+            click.echo(
+                f"note: --width {width} is more than the {usable} characters the model knows; using {usable}.", err=True
+            )
         nodes = prediction_tree(lm, ids, min(width, usable), depth)
         if plot_path:
             from seqkit.plots import plot_tree
@@ -255,7 +298,9 @@ def generate(
 
 
 @main.command()
-@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="A train-char --out folder.")
+@click.option(
+    "--model", "model_dir", required=True, type=click.Path(file_okay=False), help="A train-char --out folder."
+)
 @click.argument("text", required=False)
 @click.option("--file", "path", type=click.Path(dir_okay=False), help="Score this file instead.")
 @click.option("--per-char", is_flag=True, help="Also show each character's surprisal.")
@@ -265,7 +310,8 @@ def score(model_dir, text, path, per_char, as_json) -> None:
     import json
     from pathlib import Path
 
-    from seqkit.decode import CharLM, score as score_text
+    from seqkit.decode import CharLM
+    from seqkit.decode import score as score_text
 
     if (text is None) == (path is None):
         raise click.UsageError("Give a TEXT or --file PATH (one of them).")
@@ -290,7 +336,9 @@ def score(model_dir, text, path, per_char, as_json) -> None:
 
 
 @main.command()
-@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="A train-char --out folder.")
+@click.option(
+    "--model", "model_dir", required=True, type=click.Path(file_okay=False), help="A train-char --out folder."
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New folder for the SavedModel.")
 def export(model_dir, out) -> None:
     """Write a TensorFlow SavedModel that serves the model without seqkit."""
@@ -327,7 +375,9 @@ def bench() -> None:
 @click.option("--speed-tolerance", type=click.FloatRange(0, 1), help="Allowed relative speed drop.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write curves as PNG.")
 @_distribution_options
-def bench_mnist(quick, json_path, baseline, no_baseline, plot_path, data_dir, strategy, worker_timeout, **options) -> None:
+def bench_mnist(
+    quick, json_path, baseline, no_baseline, plot_path, data_dir, strategy, worker_timeout, **options
+) -> None:
     """Train and evaluate the row-sequence MNIST classifier; compare with a baseline.
 
     Exits 1, naming the figure, when test accuracy or machine-adjusted speed regresses

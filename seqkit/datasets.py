@@ -120,9 +120,7 @@ def find(dataset: str, filename: str, root: str | os.PathLike | None = None) -> 
     return None
 
 
-def load_bytes(
-    dataset: str, filename: str, root: str | os.PathLike | None = None, download: bool = True
-) -> bytes:
+def load_bytes(dataset: str, filename: str, root: str | os.PathLike | None = None, download: bool = True) -> bytes:
     """The verified, uncompressed content of one registry file, downloading it if missing."""
     entry = _entry(dataset, filename)
     path = find(dataset, filename, root)

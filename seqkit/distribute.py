@@ -11,8 +11,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import tensorflow as tf
 
@@ -34,7 +34,7 @@ def read_tf_config() -> dict:
         kind, index = task["type"], task["index"]
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise SeqkitError(
-            f'{where}, which is malformed ({type(err).__name__}: {err}); it should look like '
+            f"{where}, which is malformed ({type(err).__name__}: {err}); it should look like "
             '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}.'
         ) from None
     if not members.get("worker") or any(not isinstance(h, str) or ":" not in h for hs in members.values() for h in hs):
@@ -121,7 +121,9 @@ def _watchdog(config: dict, timeout: float) -> Iterator[None]:
         terminal = sys.stderr
     except (AttributeError, ValueError, OSError):
         terminal = None
-    dog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout), message, *peers], stderr=terminal)
+    dog = subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout), message, *peers], stderr=terminal
+    )
     try:
         yield
     finally:

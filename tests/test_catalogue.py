@@ -3,7 +3,6 @@ covered beside the feature they belong to (test_train_char, test_decode, test_da
 test_cli): each ends with exit code 1 (2 for click's usage errors), one line that says what
 went wrong and what to do, and no traceback."""
 
-import dataclasses
 import gzip
 import resource
 import subprocess
@@ -11,17 +10,30 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from conftest import REPO
 
 from seqkit.cli import main
 from seqkit.core import cudnn
 from seqkit.core.trainer import TrainConfig
 from seqkit.text.train_char import char_config, train_char
 
-from conftest import REPO
-
 SENTENCE = "the quick brown fox jumps over the lazy dog. "
-TINY = ["--embedding", "8", "--layers", "1", "--units", "32", "--seq-len", "16", "--batch-size", "8",
-        "--epochs", "1", "--eval-every", "10"]
+TINY = [
+    "--embedding",
+    "8",
+    "--layers",
+    "1",
+    "--units",
+    "32",
+    "--seq-len",
+    "16",
+    "--batch-size",
+    "8",
+    "--epochs",
+    "1",
+    "--eval-every",
+    "10",
+]
 
 
 def _seqkit(*args) -> tuple[int, str]:
@@ -58,8 +70,17 @@ def test_an_unknown_encoding(trained, tmp_path):
     assert code == 1 and "Unknown --encoding" in line
 
 
-@pytest.mark.parametrize("option", [["--seq-len", "0"], ["--val-fraction", "1"], ["--dropout", "-0.1"],
-                                    ["--lr", "0"], ["--batch-size", "0"], ["--cell", "transformer"]])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--seq-len", "0"],
+        ["--val-fraction", "1"],
+        ["--dropout", "-0.1"],
+        ["--lr", "0"],
+        ["--batch-size", "0"],
+        ["--cell", "transformer"],
+    ],
+)
 def test_impossible_train_char_options_are_usage_errors(trained, tmp_path, option):
     code, line = _seqkit("train-char", str(trained[0]), "--out", str(tmp_path / "o"), *option)
     assert code == 2 and option[0] in line
@@ -125,9 +146,11 @@ def test_a_missing_or_corrupt_baseline(tmp_path, content, message):
 
 @pytest.mark.parametrize(
     "content, message",
-    [(gzip.compress(b"\x00\x00\x08\x03" + bytes(100))[:20], "is a damaged gzip file"),
-     (gzip.compress(b"\x00\x00\x08\x03" + bytes(100))[:40], "fails its SHA-256 check"),
-     (b"\x00\x00\x08\x03" + bytes(100), "fails its SHA-256 check")],
+    [
+        (gzip.compress(b"\x00\x00\x08\x03" + bytes(100))[:20], "is a damaged gzip file"),
+        (gzip.compress(b"\x00\x00\x08\x03" + bytes(100))[:40], "fails its SHA-256 check"),
+        (b"\x00\x00\x08\x03" + bytes(100), "fails its SHA-256 check"),
+    ],
 )
 def test_truncated_or_wrong_mnist_files(tmp_path, monkeypatch, content, message):
     monkeypatch.setenv("SEQKIT_MIRROR", "http://127.0.0.1:9")  # never the network
@@ -148,7 +171,11 @@ def test_a_full_disk_under_out_keeps_the_folder_consistent(trained, tmp_path):
 
     result = subprocess.run(
         [sys.executable, "-m", "seqkit.cli", "train-char", str(trained[0]), "--out", str(out), *TINY],
-        capture_output=True, text=True, cwd=REPO, timeout=300, preexec_fn=limit_file_size,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        preexec_fn=limit_file_size,
     )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Cannot write a checkpoint" in result.stderr, result.stderr
@@ -158,8 +185,13 @@ def test_a_full_disk_under_out_keeps_the_folder_consistent(trained, tmp_path):
 
 
 @pytest.mark.skipif(cudnn.available(), reason="checks a machine without a GPU")
-@pytest.mark.parametrize("cell, says", [("lstm", "cuDNN kernels need an NVIDIA GPU that TensorFlow sees"),
-                                        ("peephole", "and encoder (peephole) is not one")])
+@pytest.mark.parametrize(
+    "cell, says",
+    [
+        ("lstm", "cuDNN kernels need an NVIDIA GPU that TensorFlow sees"),
+        ("peephole", "and encoder (peephole) is not one"),
+    ],
+)
 def test_cudnn_asked_for_where_it_cannot_run(trained, tmp_path, cell, says):
     code, line = _seqkit("train-char", str(trained[0]), "--out", str(tmp_path / "o"), *TINY, "--cell", cell, "--cudnn")
     assert code == 1 and says in line and "train without them" in line

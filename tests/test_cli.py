@@ -7,12 +7,11 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from conftest import REPO
 
 from seqkit.cli import main
 from seqkit.errors import SeqkitError
 from seqkit.mnist import bench
-
-from conftest import REPO
 
 
 def _seqkit(*args, env=None):
@@ -61,8 +60,11 @@ def test_impossible_option_values_are_usage_errors():
 
 def test_a_baseline_made_with_other_settings_is_refused(tmp_path, shared_data):
     baseline = tmp_path / "base.json"
-    baseline.write_text(json.dumps({"config": {"batch_size": 1}, "test_accuracy": 0.9,
-                                    "train_samples_per_sec": 1.0, "machine_gflops": 1.0}))
+    baseline.write_text(
+        json.dumps(
+            {"config": {"batch_size": 1}, "test_accuracy": 0.9, "train_samples_per_sec": 1.0, "machine_gflops": 1.0}
+        )
+    )
     result = _seqkit("bench", "mnist", "--quick", "--train-subset", "640", "--baseline", str(baseline))
     assert result.returncode == 1
     assert "baseline was made with other settings" in result.stderr
@@ -70,7 +72,12 @@ def test_a_baseline_made_with_other_settings_is_refused(tmp_path, shared_data):
 
 def test_a_baseline_made_before_a_setting_existed_is_still_compared():
     config = bench.profile_config("quick")
-    result = {"config": config.comparable(), "test_accuracy": 0.97, "train_samples_per_sec": 100.0, "machine_gflops": 10.0}
+    result = {
+        "config": config.comparable(),
+        "test_accuracy": 0.97,
+        "train_samples_per_sec": 100.0,
+        "machine_gflops": 10.0,
+    }
     older = config.comparable()
     del older["train"]["ema"], older["model"]["bidirectional"]  # settings added since, at their defaults
     assert bench.baseline_settings({"config": older}) == config.comparable()

@@ -4,19 +4,17 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
-
-from seqkit.core import SequenceEncoder
-from seqkit.core import native
-from seqkit import machine
-from seqkit.core.dispatch import kernels
-from seqkit.machine import cpu_has_bf16, cpu_has_f16c
-from seqkit.errors import SeqkitError
-
 from conftest import REPO
+
+from seqkit import machine
+from seqkit.core import SequenceEncoder, native
+from seqkit.core.dispatch import kernels
+from seqkit.errors import SeqkitError
+from seqkit.machine import cpu_has_bf16, cpu_has_f16c
 
 CELLS = ["lstm", "gru", "rnn", "peephole"]
 rng = np.random.default_rng(0)
@@ -244,7 +242,8 @@ def test_fused_lstm_matches_autodiff_values_and_gradients(return_sequences, mask
 
 SPLITS = [{"native": True}, {"bf16_gradients": True}, {"native": True, "bf16_gradients": True}]
 BF16_LOOPS = pytest.param(
-    {"native": True, "bf16_recurrence": True}, id="native bf16 loops",
+    {"native": True, "bf16_recurrence": True},
+    id="native bf16 loops",
     marks=pytest.mark.skipif(not cpu_has_bf16(), reason="no bf16 dot products on this CPU"),
 )
 
@@ -369,7 +368,9 @@ def test_single_steps_equal_the_sequence_run(cell):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-native_step = pytest.mark.skipif(not native.available(native.STEP), reason="the native decoding step does not build here")
+native_step = pytest.mark.skipif(
+    not native.available(native.STEP), reason="the native decoding step does not build here"
+)
 
 
 STEP_CASES = [(1, tf.float32, 1e-5), (3, tf.float32, 1e-5), (3, tf.float16, 3e-3)]  # batch, weights, atol
@@ -397,16 +398,23 @@ def test_native_steps_equal_the_cells_steps(batch, dtype, atol):
 def test_the_avx2_build_of_the_native_step_equals_the_cells_steps(tmp_path):
     """lstm_step.cc has code for AVX2 CPUs that a build for this CPU leaves out: build it for
     Haswell (benchmarks/experiments/avx2/c++) in a fresh kernel cache and run the test above on it."""
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "CXX": str(REPO / "benchmarks" / "experiments" / "avx2" / "c++"),
-           "SEQKIT_AVX2_CXX": os.environ.get("CXX", "c++")}
+    env = {
+        **os.environ,
+        "XDG_CACHE_HOME": str(tmp_path),
+        "CXX": str(REPO / "benchmarks" / "experiments" / "avx2" / "c++"),
+        "SEQKIT_AVX2_CXX": os.environ.get("CXX", "c++"),
+    }
     script = "import test_core as t\nfor case in t.STEP_CASES: t.test_native_steps_equal_the_cells_steps(*case)"
-    run = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO / "tests", capture_output=True, text=True,
-                         timeout=900)
+    run = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=REPO / "tests", capture_output=True, text=True, timeout=900
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert len(list((tmp_path / "seqkit" / "kernels").glob("lstm-step-*.so"))) == 1
 
 
-@pytest.mark.parametrize("cell, units, expected", [("lstm", 32, True), ("lstm", 24, False), ("gru", 32, False), ("peephole", 32, False)])
+@pytest.mark.parametrize(
+    "cell, units, expected", [("lstm", 32, True), ("lstm", 24, False), ("gru", 32, False), ("peephole", 32, False)]
+)
 def test_only_lstms_of_16_unit_blocks_step_natively(cell, units, expected):
     enc = SequenceEncoder(units, cell=cell, layers=2)
     enc(_random(1, 1, 5))
@@ -415,8 +423,10 @@ def test_only_lstms_of_16_unit_blocks_step_natively(cell, units, expected):
 
 def test_a_failed_build_is_one_line_and_is_not_retried_by_the_next_process(tmp_path, monkeypatch):
     compiler, calls = tmp_path / "cxx", tmp_path / "calls"
-    compiler.write_text(f'#!/bin/sh\necho "$1" >> {calls}\n[ "$1" = --version ] && exec echo fake 1.0\n'
-                        'echo "lstm_kernel.cc:1:1: error: boom" >&2\nexit 1\n')
+    compiler.write_text(
+        f'#!/bin/sh\necho "$1" >> {calls}\n[ "$1" = --version ] && exec echo fake 1.0\n'
+        'echo "lstm_kernel.cc:1:1: error: boom" >&2\nexit 1\n'
+    )
     compiler.chmod(0o755)
     monkeypatch.setenv("CXX", str(compiler))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

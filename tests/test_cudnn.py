@@ -2,14 +2,14 @@
 equations), when training and inference choose it, and, on a GPU, the same numbers and
 gradients as the portable loop."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from seqkit.core import SequenceEncoder, cudnn, dispatch
 from seqkit.core.inference import inference_function
-from seqkit.core.trainer import Trainer, TrainConfig
+from seqkit.core.trainer import TrainConfig, Trainer
 from seqkit.errors import SeqkitError
 
 CUDNN_CELLS = ["lstm", "gru", "rnn"]

@@ -19,8 +19,7 @@ def _idx(array: np.ndarray) -> bytes:
 def _fake_registry(monkeypatch, files: dict[str, bytes], mirror: str = "http://127.0.0.1:9/"):
     """Point the registry at small made-up 'mnist' files (checksums of their content)."""
     entries = {
-        name: {"sha256": hashlib.sha256(content).hexdigest(), "remote": f"{name}.gz"}
-        for name, content in files.items()
+        name: {"sha256": hashlib.sha256(content).hexdigest(), "remote": f"{name}.gz"} for name, content in files.items()
     }
     npz = {"folder": "mnist", "mirrors": [mirror], "files": {"mnist.npz": {"sha256": "0", "remote": "x"}}}
     fake = {"mnist": {"mirrors": [mirror], "files": entries}, "mnist-npz": npz}

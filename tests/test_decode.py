@@ -10,21 +10,19 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqkit.core import native
-from seqkit.core.trainer import TrainConfig
+from seqkit.decode import beam_search, prediction_tree, sample, score
 from seqkit.decode.lm import CharLM
 from seqkit.decode.sampling import Sampler, draw, filter_logits
-from seqkit.decode import beam_search, prediction_tree, sample, score
 from seqkit.errors import SeqkitError
 from seqkit.machine import cpu_has_f16c
 from seqkit.text.char_model import CharModelConfig, build_char_model
 from seqkit.text.train_char import char_config, train_char
 from seqkit.text.vocab import Vocabulary
-
-from conftest import REPO
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +30,9 @@ def model_dir(tmp_path_factory):
     """A tiny model trained on a small alphabet, so exhaustive search stays small."""
     root = tmp_path_factory.mktemp("decode")
     (root / "corpus.txt").write_text("abcab cba bca acb " * 60, encoding="utf-8")
-    config = char_config(embedding=8, layers=2, units=24, seq_len=16, batch_size=8, eval_every=30, epochs=3, lr=1e-2, warmup_steps=5)
+    config = char_config(
+        embedding=8, layers=2, units=24, seq_len=16, batch_size=8, eval_every=30, epochs=3, lr=1e-2, warmup_steps=5
+    )
     train_char(root / "corpus.txt", root / "model", config, verbose=False)
     return root / "model"
 
@@ -120,9 +120,7 @@ def test_half_weights_are_the_default_where_the_native_step_can_take_them():
     assert len(sample(narrow, narrow.encode_prime("a"), 5, Sampler())) == 5 and narrow.half_weights is False
 
 
-@pytest.mark.skipif(
-    not native.available(native.STEP) or not cpu_has_f16c(), reason="no native step with float16 here"
-)
+@pytest.mark.skipif(not native.available(native.STEP) or not cpu_has_f16c(), reason="no native step with float16 here")
 def test_half_weights_refuse_a_weight_float16_cannot_hold():
     lm = _untrained_lm(32)
     kernel = lm.encoder.cells[0].kernel
@@ -166,7 +164,9 @@ def test_score_reports_consistent_figures(lm):
     assert result["characters_scored"] == 6
     assert result["nats_per_char"] == pytest.approx(-result["log_prob_nats"] / 6)
     assert result["perplexity"] == pytest.approx(math.exp(result["nats_per_char"]))
-    assert sum(r["bits"] for r in result["surprisal_bits"]) == pytest.approx(-result["log_prob_nats"] / math.log(2), rel=1e-5)
+    assert sum(r["bits"] for r in result["surprisal_bits"]) == pytest.approx(
+        -result["log_prob_nats"] / math.log(2), rel=1e-5
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -182,7 +182,9 @@ def test_filtering_keeps_a_valid_distribution(logits, temperature, top_k, top_p)
     assert not kept[0]  # the unknown id is never drawn
     assert kept.sum() >= 1
     if top_k:
-        assert kept.sum() <= max(top_k, 1) or len(set(np.asarray(logits, np.float32)[kept])) < kept.sum()  # ties, as float32 sees them
+        assert (
+            kept.sum() <= max(top_k, 1) or len(set(np.asarray(logits, np.float32)[kept])) < kept.sum()
+        )  # ties, as float32 sees them
     probs = tf.nn.softmax(filtered).numpy()
     assert probs.sum() == pytest.approx(1.0, abs=1e-5) and (probs >= 0).all()
     best = int(np.argmax(np.asarray(logits)[1:])) + 1
@@ -221,7 +223,12 @@ def test_length_beam_and_width_below_one_are_user_errors(lm):
 
 def _cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "seqkit.cli", *args], capture_output=True, text=True, cwd=REPO, env={**os.environ}, timeout=300
+        [sys.executable, "-m", "seqkit.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ},
+        timeout=300,
     )
 
 
@@ -245,8 +252,19 @@ def test_generate_bad_input_is_one_line(model_dir, args, message):
 def test_generate_cli_modes_and_missing_model(model_dir, tmp_path):
     picture = tmp_path / "tree.svg"
     result = _cli(
-        "generate", "--model", str(model_dir), "--prime", "ab", "--tree", "--width", "99", "--depth", "2",
-        "--json", "--plot", str(picture),
+        "generate",
+        "--model",
+        str(model_dir),
+        "--prime",
+        "ab",
+        "--tree",
+        "--width",
+        "99",
+        "--depth",
+        "2",
+        "--json",
+        "--plot",
+        str(picture),
     )
     assert result.returncode == 0 and '"path_prob"' in result.stdout and "using" in result.stderr
     assert picture.read_text().lstrip().startswith("<?xml") and "<svg" in picture.read_text()

@@ -13,17 +13,40 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import REPO
 
 from seqkit.cli import main
 from seqkit.machine import cpu_has_bf16
 
-from conftest import REPO
-
 HERE = Path(__file__).parent
 SENTENCE = "the quick brown fox jumps over the lazy dog. "
 # 16 windows a step (8 on each worker), 12 steps, an evaluation every 4 (of weight averages).
-TINY = ["--seed", "5", "--dropout", "0", "--embedding", "8", "--layers", "1", "--units", "32", "--seq-len", "16",
-        "--batch-size", "16", "--epochs", "3", "--eval-every", "4", "--lr", "0.01", "--warmup", "2", "--ema", "0.9"]
+TINY = [
+    "--seed",
+    "5",
+    "--dropout",
+    "0",
+    "--embedding",
+    "8",
+    "--layers",
+    "1",
+    "--units",
+    "32",
+    "--seq-len",
+    "16",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "3",
+    "--eval-every",
+    "4",
+    "--lr",
+    "0.01",
+    "--warmup",
+    "2",
+    "--ema",
+    "0.9",
+]
 # Relative tolerance on the losses: each worker's half-batch sums in its own order.
 LOSS_RTOL = 1e-4
 # On a CPU with bf16 dot products train-char's LSTM takes bf16 weight gradients: there those
@@ -46,14 +69,27 @@ def _start(corpus, out, weights, tf_config=None, *extra) -> subprocess.Popen:
     env.pop("TF_CONFIG", None)
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
-    command = [sys.executable, str(HERE / "seqkit_instrumented.py"), "--dump-weights", str(weights), "--",
-               "train-char", str(corpus), "--out", str(out), *TINY, *extra]
+    command = [
+        sys.executable,
+        str(HERE / "seqkit_instrumented.py"),
+        "--dump-weights",
+        str(weights),
+        "--",
+        "train-char",
+        str(corpus),
+        "--out",
+        str(out),
+        *TINY,
+        *extra,
+    ]
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _losses(out: Path) -> list[float]:
     with open(out / "history.csv", newline="") as f:
-        return [float(row["loss"]) for row in csv.DictReader(f)] + [json.loads((out / "metrics.json").read_text())["val_loss_nats"]]
+        return [float(row["loss"]) for row in csv.DictReader(f)] + [
+            json.loads((out / "metrics.json").read_text())["val_loss_nats"]
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +103,14 @@ def test_two_workers_agree_with_each_other_and_with_one_process(corpus, tmp_path
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     workers = [
-        _start(corpus, tmp_path / "cluster", tmp_path / f"worker{i}.npz",
-               {"cluster": cluster, "task": {"type": "worker", "index": i}}, "--strategy", "multi-worker")
+        _start(
+            corpus,
+            tmp_path / "cluster",
+            tmp_path / f"worker{i}.npz",
+            {"cluster": cluster, "task": {"type": "worker", "index": i}},
+            "--strategy",
+            "multi-worker",
+        )
         for i in range(2)
     ]
     single = _start(corpus, tmp_path / "single", tmp_path / "single.npz")
@@ -99,7 +141,9 @@ def test_two_workers_agree_with_each_other_and_with_one_process(corpus, tmp_path
 )
 def test_a_malformed_tf_config_is_one_line(tmp_path, monkeypatch, tf_config, message):
     monkeypatch.setenv("TF_CONFIG", tf_config)
-    result = CliRunner().invoke(main, ["--verbose", "train-char", "c.txt", "--out", str(tmp_path), "--strategy", "multi-worker"])
+    result = CliRunner().invoke(
+        main, ["--verbose", "train-char", "c.txt", "--out", str(tmp_path), "--strategy", "multi-worker"]
+    )
     assert result.exit_code == 1
     assert result.stderr.startswith("seqkit: error: --strategy multi-worker reads the cluster from TF_CONFIG")
     assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
@@ -108,8 +152,16 @@ def test_a_malformed_tf_config_is_one_line(tmp_path, monkeypatch, tf_config, mes
 def test_a_worker_that_never_comes_is_one_line(corpus, tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    alone = _start(corpus, tmp_path / "out", tmp_path / "w.npz", {"cluster": cluster, "task": {"type": "worker", "index": 0}},
-                   "--strategy", "multi-worker", "--worker-timeout", "5")
+    alone = _start(
+        corpus,
+        tmp_path / "out",
+        tmp_path / "w.npz",
+        {"cluster": cluster, "task": {"type": "worker", "index": 0}},
+        "--strategy",
+        "multi-worker",
+        "--worker-timeout",
+        "5",
+    )
     _, stderr = alone.communicate(timeout=240)
     assert alone.returncode != 0, stderr[-3000:]  # killed by the watchdog: start-up cannot be cancelled
     said = [line for line in stderr.splitlines() if line.startswith("seqkit:")]
@@ -122,8 +174,15 @@ def test_a_restarted_cluster_resumes_from_the_chiefs_last_checkpoint(corpus, tmp
         ports = _free_ports(2)
         cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
         workers = [
-            _start(corpus, tmp_path / "cluster", tmp_path / f"worker{i}.npz",
-                   {"cluster": cluster, "task": {"type": "worker", "index": i}}, "--strategy", "multi-worker", *extra)
+            _start(
+                corpus,
+                tmp_path / "cluster",
+                tmp_path / f"worker{i}.npz",
+                {"cluster": cluster, "task": {"type": "worker", "index": i}},
+                "--strategy",
+                "multi-worker",
+                *extra,
+            )
             for i in range(2)
         ]
         said = []

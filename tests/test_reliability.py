@@ -13,14 +13,33 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO
 
 HERE = Path(__file__).parent
 SENTENCE = "the quick brown fox jumps over the lazy dog. "
 # 25 steps per epoch, 100 in all, a checkpoint every 10 steps.
-TINY = ["--seed", "7", "--embedding", "8", "--layers", "1", "--units", "32", "--seq-len", "16",
-        "--batch-size", "8", "--epochs", "4", "--eval-every", "10", "--lr", "0.01", "--warmup", "5"]
+TINY = [
+    "--seed",
+    "7",
+    "--embedding",
+    "8",
+    "--layers",
+    "1",
+    "--units",
+    "32",
+    "--seq-len",
+    "16",
+    "--batch-size",
+    "8",
+    "--epochs",
+    "4",
+    "--eval-every",
+    "10",
+    "--lr",
+    "0.01",
+    "--warmup",
+    "5",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +50,17 @@ def corpus(tmp_path_factory):
 
 
 def _start(corpus, out, *faults) -> subprocess.Popen:
-    command = [sys.executable, str(HERE / "seqkit_instrumented.py"), *faults, "--",
-               "train-char", str(corpus), "--out", str(out), *TINY]
+    command = [
+        sys.executable,
+        str(HERE / "seqkit_instrumented.py"),
+        *faults,
+        "--",
+        "train-char",
+        str(corpus),
+        "--out",
+        str(out),
+        *TINY,
+    ]
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -157,9 +157,12 @@ def test_bad_corpus_files_are_named(tmp_path, content, message):
 def test_other_encodings_by_name(tmp_path):
     path = tmp_path / "c.txt"
     path.write_bytes("caf\u00e9 cr\u00e8me".encode("latin-1"))
-    assert read_corpus(path, encoding="latin-1", val_fraction=0).vocab.decode(
-        read_corpus(path, encoding="latin-1", val_fraction=0).ids
-    ) == "caf\u00e9 cr\u00e8me"
+    assert (
+        read_corpus(path, encoding="latin-1", val_fraction=0).vocab.decode(
+            read_corpus(path, encoding="latin-1", val_fraction=0).ids
+        )
+        == "caf\u00e9 cr\u00e8me"
+    )
     with pytest.raises(SeqkitError, match="Unknown `encoding`"):
         read_corpus(path, encoding="no-such-codec")
 

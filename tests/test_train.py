@@ -1,16 +1,15 @@
 """The shared training loop: it learns, clips by global norm, and schedules the learning rate."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from seqkit.core import SequenceEncoder, cudnn
-from seqkit.machine import cpu_has_bf16
 from seqkit.core.inference import inference_function
-from seqkit.core.trainer import Trainer, TrainConfig, make_optimizer
+from seqkit.core.trainer import TrainConfig, Trainer, make_optimizer
 from seqkit.errors import SeqkitError
-
+from seqkit.machine import cpu_has_bf16
 
 # The CPU's defaults (native kernels, bf16 gradients) are off on a GPU, where cuDNN trains.
 cpu_defaults = pytest.mark.skipif(cudnn.available(), reason="checks the defaults on a CPU")
@@ -94,7 +93,9 @@ def _lstm_or(cell):
 
 
 @cpu_defaults
-@pytest.mark.parametrize("has_bf16, cell, expected", [(True, "lstm", True), (True, "gru", False), (False, "lstm", False)])
+@pytest.mark.parametrize(
+    "has_bf16, cell, expected", [(True, "lstm", True), (True, "gru", False), (False, "lstm", False)]
+)
 def test_bf16_gradients_by_default_only_where_they_pay(monkeypatch, has_bf16, cell, expected):
     from seqkit import machine
 

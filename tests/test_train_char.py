@@ -8,18 +8,19 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 
-from seqkit.core.trainer import TrainConfig, Trainer
+from seqkit.core.trainer import Trainer
 from seqkit.errors import SeqkitError
 from seqkit.text.train_char import CharConfig, char_config, train_char
-
-from conftest import REPO
 
 SENTENCE = "the quick brown fox jumps over the lazy dog. "
 
 
 def tiny(**overrides) -> CharConfig:
-    settings = dict(embedding=8, layers=1, units=48, seq_len=16, batch_size=8, eval_every=20, epochs=3, lr=1e-2, warmup_steps=5)
+    settings = dict(
+        embedding=8, layers=1, units=48, seq_len=16, batch_size=8, eval_every=20, epochs=3, lr=1e-2, warmup_steps=5
+    )
     return char_config(**{**settings, **overrides})
 
 
@@ -111,7 +112,12 @@ def test_with_weight_averages_the_saved_model_is_the_averaged_one(corpus, tmp_pa
     out = tmp_path / "run"
     config = tiny(epochs=1, ema=0.9, val_fraction=0.0)  # no validation: the last averages are kept
     train_char(corpus, out, config, verbose=False)
-    trainer = Trainer(lambda: build_char_model(config.model_config(Vocabulary.load(out / "vocab.json"))), config.train, 1, checkpoint_dir=out)
+    trainer = Trainer(
+        lambda: build_char_model(config.model_config(Vocabulary.load(out / "vocab.json"))),
+        config.train,
+        1,
+        checkpoint_dir=out,
+    )
     assert trainer.restore()
     with trainer.averaged_weights():
         averaged = trainer.model.get_weights()
@@ -120,7 +126,15 @@ def test_with_weight_averages_the_saved_model_is_the_averaged_one(corpus, tmp_pa
         np.testing.assert_array_equal(a, b)
     assert not all(np.array_equal(a, b) for a, b in zip(trainer.model.get_weights(), saved))
     # the decay, like --lr, may change when a run resumes (switching averages on may not: above)
-    assert train_char(corpus, out, dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=2, ema=0.95)), verbose=False)["steps"] == 2 * trainer.step
+    assert (
+        train_char(
+            corpus,
+            out,
+            dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=2, ema=0.95)),
+            verbose=False,
+        )["steps"]
+        == 2 * trainer.step
+    )
 
 
 def _cli(*args, cwd=None):
@@ -163,15 +177,44 @@ def test_an_unwritable_out_ends_in_one_line(corpus, tmp_path):
 
 @pytest.mark.parametrize("option", ["--bf16-gradients", "--native-kernels"])
 def test_split_steps_on_a_cell_without_the_fused_lstm_end_in_one_line(corpus, tmp_path, option):
-    result = _cli("train-char", str(corpus), "--out", str(tmp_path / "run"), "--cell", "gru", option,
-                  "--units", "8", "--embedding", "4", "--seq-len", "16", "--epochs", "1")
+    result = _cli(
+        "train-char",
+        str(corpus),
+        "--out",
+        str(tmp_path / "run"),
+        "--cell",
+        "gru",
+        option,
+        "--units",
+        "8",
+        "--embedding",
+        "4",
+        "--seq-len",
+        "16",
+        "--epochs",
+        "1",
+    )
     assert result.returncode == 1
     assert "fused LSTM" in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
 
 def test_bf16_recurrence_without_native_kernels_ends_in_one_line(corpus, tmp_path):
-    result = _cli("train-char", str(corpus), "--out", str(tmp_path / "run"), "--no-native-kernels", "--bf16-recurrence",
-                  "--units", "8", "--embedding", "4", "--seq-len", "16", "--epochs", "1")
+    result = _cli(
+        "train-char",
+        str(corpus),
+        "--out",
+        str(tmp_path / "run"),
+        "--no-native-kernels",
+        "--bf16-recurrence",
+        "--units",
+        "8",
+        "--embedding",
+        "4",
+        "--seq-len",
+        "16",
+        "--epochs",
+        "1",
+    )
     assert result.returncode == 1
     assert "bf16 recurrence runs in the native LSTM kernels" in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1, result.stderr

@@ -2,7 +2,8 @@
 another git revision's, in one process.
 
     python benchmarks/experiments/ab.py --rev HEAD --workload mnist --layers 1 --units 128 --steps 30
-    python benchmarks/experiments/ab.py --rev HEAD --workload char --layers 2 --units 256 --batch-size 64 --steps 6 --windows 4
+    python benchmarks/experiments/ab.py --rev HEAD --workload char --layers 2 --units 256 \
+        --batch-size 64 --steps 6 --windows 4
     python benchmarks/experiments/ab.py --rev HEAD --sample 300 --steps 5 --windows 9
 
 Two processes on this 2-core machine differ by more than most levers, so a lever is judged
@@ -47,8 +48,9 @@ from workloads import sampling_run, sampling_workload  # noqa: E402
 def extract(rev: str) -> Path:
     """A folder holding ``seqkit`` as it is at ``rev``."""
     root = Path(tempfile.mkdtemp(prefix="seqkit-ab-"))
-    archive = subprocess.run(["git", "archive", rev, "seqkit"], capture_output=True, check=True,
-                             cwd=Path(__file__).resolve().parents[2]).stdout
+    archive = subprocess.run(
+        ["git", "archive", rev, "seqkit"], capture_output=True, check=True, cwd=Path(__file__).resolve().parents[2]
+    ).stdout
     tarfile.open(fileobj=io.BytesIO(archive)).extractall(root, filter="data")
     return root
 
@@ -63,8 +65,10 @@ def import_revision(rev: str):
     kernel = Path("core/lstm_kernel.cc")
     theirs, ours = root / name / kernel, Path(__file__).resolve().parents[2] / "seqkit" / kernel
     if theirs.is_file() and theirs.read_bytes() != ours.read_bytes():
-        sys.exit(f"ab.py: {rev}'s {kernel} differs from the working tree's, and one process cannot load "
-                 "both: compare them by alternating whole runs (--processes N).")
+        sys.exit(
+            f"ab.py: {rev}'s {kernel} differs from the working tree's, and one process cannot load "
+            "both: compare them by alternating whole runs (--processes N)."
+        )
     for source in (root / name).rglob("*.py"):
         text = re.sub(r"\b(from|import) seqkit\b", rf"\1 {name}", source.read_text())
         source.write_text(text.replace('package="seqkit"', f'package="{name}"'))
@@ -89,6 +93,7 @@ def one_side(args) -> None:
     else:
         try:
             import torch_reference
+
             variants["reference"] = torch_reference.training(args, "cpu")
         except ImportError:
             variants["reference"] = keras_variant(args)
@@ -126,10 +131,18 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--infer", action="store_true", help="time the evaluation step")
     parser.add_argument("--sample", type=int, metavar="N", help="time sampling N characters instead")
-    parser.add_argument("--bf16-gradients", action="store_true", help="the working tree's step with bf16 weight gradients")
-    parser.add_argument("--native-kernels", action="store_true", help="the working tree's step with native LSTM kernels")
-    parser.add_argument("--processes", type=int, metavar="N",
-                        help="alternate N whole runs of each side (for a revision with other C++ kernels)")
+    parser.add_argument(
+        "--bf16-gradients", action="store_true", help="the working tree's step with bf16 weight gradients"
+    )
+    parser.add_argument(
+        "--native-kernels", action="store_true", help="the working tree's step with native LSTM kernels"
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="alternate N whole runs of each side (for a revision with other C++ kernels)",
+    )
     parser.add_argument("--one-side", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one_side:
@@ -142,8 +155,10 @@ def main() -> None:
     # Only the options that are on: left off, the tree takes the API defaults, as the revision does.
     options = {name: True for name in ("bf16_gradients", "native_kernels") if getattr(args, name)}
     if args.sample:
-        variants = {"working tree": sampling_variant("seqkit", args.sample),
-                    args.rev: sampling_variant(import_revision(args.rev).__name__, args.sample)}
+        variants = {
+            "working tree": sampling_variant("seqkit", args.sample),
+            args.rev: sampling_variant(import_revision(args.rev).__name__, args.sample),
+        }
         figures = alternate(variants, args.sample, args.steps, args.windows)
     else:
         variants = {

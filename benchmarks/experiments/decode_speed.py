@@ -20,9 +20,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from seqkit.decode import beam_search, prediction_tree, sample  # noqa: E402
 from seqkit.decode.lm import CharLM  # noqa: E402
 from seqkit.decode.sampling import Sampler  # noqa: E402
-from seqkit.decode import beam_search, prediction_tree, sample  # noqa: E402
 
 
 def naive_sample(lm: CharLM, prime_ids: np.ndarray, length: int, seed: int) -> np.ndarray:

@@ -6,27 +6,29 @@ with the native step's weights in float16 against float32.
     python benchmarks/experiments/half_weights.py runs/shake256 $SEQKIT_DATA_DIR/tinyshakespeare/input.txt
 
 The predictions: the model reads the last ``--chars`` characters of its corpus (the
-validation tail: train-char holds out the last tenth) one at a time through the native step (the sampling loop's path), once with each
-dtype; reported are the bits per character of each, the mean KL divergence of the float16
-distributions from the float32 ones, their largest probability difference, and how often
+validation tail: train-char holds out the last tenth) one at a time through the native
+step (the sampling loop's path), once with each dtype; reported are the bits per
+character of each, the mean KL divergence of the float16 distributions from the float32
+ones, their largest probability difference, and how often
 the likeliest character differs. The speed: ``sample()`` with XLA's step, the native step
 and the native step with float16 weights, alternating (``workloads.alternate``).
 """
 
 from __future__ import annotations
 
-import sys
-
 import argparse
 import math
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
 from seqkit.decode.lm import CharLM  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared workloads
 from workloads import alternate, sampling_run  # noqa: E402
 
@@ -65,14 +67,18 @@ def main() -> None:
     rows = np.arange(len(ids) - 1)
     bits = {name: -lp[rows, ids[1:]].mean() / math.log(2) for name, lp in (("float32", full), ("float16", half))}
     kl = (np.exp(full) * (full - half)).sum(axis=1).mean() / math.log(2)
-    print(f"{len(rows):,} characters of {args.corpus.name}'s tail: bits/char float32 {bits['float32']:.5f}, "
-          f"float16 {bits['float16']:.5f}; mean KL {kl:.2e} bits; largest probability difference "
-          f"{np.abs(np.exp(full) - np.exp(half)).max():.2e}; likeliest character differs at "
-          f"{int((full.argmax(1) != half.argmax(1)).sum())} of {len(rows):,} steps")
+    print(
+        f"{len(rows):,} characters of {args.corpus.name}'s tail: bits/char float32 {bits['float32']:.5f}, "
+        f"float16 {bits['float16']:.5f}; mean KL {kl:.2e} bits; largest probability difference "
+        f"{np.abs(np.exp(full) - np.exp(half)).max():.2e}; likeliest character differs at "
+        f"{int((full.argmax(1) != half.argmax(1)).sum())} of {len(rows):,} steps"
+    )
     prime = lm.encode_prime("ROMEO:\n")
     variants = {
         "XLA's step": sampling_run(CharLM(lm.model, lm.vocab, native_step=False), prime, args.length),
-        "native step, float32 weights": sampling_run(CharLM(lm.model, lm.vocab, half_weights=False), prime, args.length),
+        "native step, float32 weights": sampling_run(
+            CharLM(lm.model, lm.vocab, half_weights=False), prime, args.length
+        ),
         "native step, float16 weights": sampling_run(CharLM(lm.model, lm.vocab, half_weights=True), prime, args.length),
     }
     rates = alternate(variants, args.length, 1, args.windows)

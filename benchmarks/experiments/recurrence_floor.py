@@ -49,12 +49,32 @@ def block_lstm(x, w, b, h0, c0):
     @tf.custom_gradient
     def run(x, w, b, h0, c0):
         zeros = tf.zeros_like(b[: tf.shape(h0)[1]])
-        args = dict(seq_len_max=tf.cast(tf.shape(x)[0], tf.int64), x=x, cs_prev=c0, h_prev=h0, w=w, wci=zeros, wcf=zeros, wco=zeros, b=b)
+        args = dict(
+            seq_len_max=tf.cast(tf.shape(x)[0], tf.int64),
+            x=x,
+            cs_prev=c0,
+            h_prev=h0,
+            w=w,
+            wci=zeros,
+            wcf=zeros,
+            wco=zeros,
+            b=b,
+        )
         i, cs, f, o, ci, co, h = tf.raw_ops.BlockLSTMV2(cell_clip=0.0, use_peephole=False, **args)
 
         def grad(dh):
             dx, dc0, dh0, dw, _, _, _, db = tf.raw_ops.BlockLSTMGradV2(
-                i=i, cs=cs, f=f, o=o, ci=ci, co=co, h=h, cs_grad=tf.zeros_like(cs), h_grad=dh, use_peephole=False, **args
+                i=i,
+                cs=cs,
+                f=f,
+                o=o,
+                ci=ci,
+                co=co,
+                h=h,
+                cs_grad=tf.zeros_like(cs),
+                h_grad=dh,
+                use_peephole=False,
+                **args,
             )
             return dx, dw, db, dh0, dc0
 
@@ -84,7 +104,9 @@ def floor_pass(x, w, b, h0, c0):
         i, f, g, o = tf.split(gates, 4, axis=-1)
         tanh_c = tf.tanh(c)
         dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
-        dz = tf.concat([dc * g * i * (1.0 - i), dc * c * f * (1.0 - f), dc * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o)], -1)
+        dz = tf.concat(
+            [dc * g * i * (1.0 - i), dc * c * f * (1.0 - f), dc * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o)], -1
+        )
         return t + 1, tf.matmul(dz, kernel, transpose_b=True), dc * f
 
     _, dh, dc = tf.while_loop(lambda t, *_: t < steps, backward, (0, h, c))
@@ -108,7 +130,9 @@ def gate_arithmetic_loop(xp: tf.Tensor, read: str):
         return t + 1, tf.sigmoid(o) * tf.tanh(c), c, xp[tf.minimum(t + 1, steps - 1)]
 
     zeros = tf.zeros([xp.shape[1], units])
-    return tf.function(lambda: tf.while_loop(lambda t, *_: t < steps, body, (0, zeros, zeros, xp[0]))[1], jit_compile=True)
+    return tf.function(
+        lambda: tf.while_loop(lambda t, *_: t < steps, body, (0, zeros, zeros, xp[0]))[1], jit_compile=True
+    )
 
 
 def milliseconds(runs: dict, calls: int, windows: int) -> dict:
@@ -162,13 +186,17 @@ def main() -> None:
     variants = {
         "seqkit fused scan, XLA": tf.function(seqkit_grads, jit_compile=True),
         "seqkit native kernels, graph": tf.function(native_grads),
-        "floor (no per-step stores), XLA": tf.function(lambda x, w, b: floor_pass(x, w, b, zeros, zeros), jit_compile=True),
+        "floor (no per-step stores), XLA": tf.function(
+            lambda x, w, b: floor_pass(x, w, b, zeros, zeros), jit_compile=True
+        ),
         "TF BlockLSTMV2, graph": tf.function(block_grads),
     }
     for other in ("seqkit native kernels, graph", "TF BlockLSTMV2, graph"):
         pairs = zip(variants["seqkit fused scan, XLA"](x, w, b), variants[other](x, w, b))
         difference = max(float(tf.reduce_max(tf.abs(p - q)) / tf.reduce_max(tf.abs(p))) for p, q in pairs)
-        print(f"largest gradient difference, XLA scan against {other}, relative to the largest gradient: {difference:.1e}")
+        print(
+            f"largest gradient difference, XLA scan against {other}, relative to the largest gradient: {difference:.1e}"
+        )
     runs = {name: (lambda f=f: f(x, w, b)[0].numpy()) for name, f in variants.items()}
     try:
         import torch
@@ -186,8 +214,10 @@ def main() -> None:
     except ImportError:
         print("PyTorch is not installed: no torch row.")
     times = milliseconds(runs, args.calls, args.windows)
-    print(f"LSTM {args.units}, {args.steps} steps, batch {args.batch}, {args.inputs} inputs: forward + backward, "
-          f"median of {args.windows} windows of {args.calls}")
+    print(
+        f"LSTM {args.units}, {args.steps} steps, batch {args.batch}, {args.inputs} inputs: forward + backward, "
+        f"median of {args.windows} windows of {args.calls}"
+    )
     print("| recurrence | ms per pass | vs seqkit |\n| --- | --- | --- |")
     for name, median in times.items():
         print(f"| {name} | {median:.2f} | {times['seqkit fused scan, XLA'] / median:.2f}x |")

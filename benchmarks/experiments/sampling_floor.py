@@ -15,22 +15,23 @@ on every core and so can pass that ceiling, with float32 weights and with float1
 
 from __future__ import annotations
 
-import sys
-
-from pathlib import Path
-
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
 from seqkit.decode.lm import CharLM  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared workloads
-from workloads import EMBEDDING, SAMPLING_UNITS as UNITS, VOCAB, sampling_run, sampling_workload  # noqa: E402
+from workloads import EMBEDDING, VOCAB, sampling_run, sampling_workload  # noqa: E402
+from workloads import SAMPLING_UNITS as UNITS
 
 
 def products_only(length: int):
@@ -62,8 +63,12 @@ def main() -> None:
     native = sampling_run(lm, prime, args.length)
     xla = sampling_run(CharLM(lm.model, lm.vocab, native_step=False), prime, args.length)
     full = sampling_run(CharLM(lm.model, lm.vocab, half_weights=False), prime, args.length)
-    variants = {"products only": floor, "sample(), XLA's step": lambda: xla(1),
-                "sample(), float32 weights": lambda: full(1), "sample()": lambda: native(1)}
+    variants = {
+        "products only": floor,
+        "sample(), XLA's step": lambda: xla(1),
+        "sample(), float32 weights": lambda: full(1),
+        "sample()": lambda: native(1),
+    }
     seconds = {name: [] for name in variants}
     for run in variants.values():
         run()  # compile
@@ -74,8 +79,10 @@ def main() -> None:
             seconds[name].append(time.perf_counter() - start)
     rates = {name: args.length / statistics.median(v) for name, v in seconds.items()}
     step_us = 1e6 / rates["products only"]
-    print(f"products only: {rates['products only']:,.0f} chars/s ({step_us:.1f} us a step, "
-          f"{megabytes:.2f} MiB of weights at {megabytes * 2**20 / step_us / 1e3:.1f} GB/s)")
+    print(
+        f"products only: {rates['products only']:,.0f} chars/s ({step_us:.1f} us a step, "
+        f"{megabytes:.2f} MiB of weights at {megabytes * 2**20 / step_us / 1e3:.1f} GB/s)"
+    )
     for name in ("sample(), XLA's step", "sample(), float32 weights", "sample()"):
         print(f"{name}: {rates[name]:,.0f} chars/s, {rates[name] / rates['products only']:.0%} of the products' rate")
     print(f"sample() runs the native step: {lm.native_step}, with float16 weights: {lm.half_weights}")

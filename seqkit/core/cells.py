@@ -30,9 +30,7 @@ class Cell(keras.layers.Layer):
 
     def build(self, input_shape) -> None:
         width = self.gates * self.units
-        self.kernel = self.add_weight(
-            name="kernel", shape=(int(input_shape[-1]), width), initializer="glorot_uniform"
-        )
+        self.kernel = self.add_weight(name="kernel", shape=(int(input_shape[-1]), width), initializer="glorot_uniform")
         self.recurrent_kernel = self.add_weight(
             name="recurrent_kernel", shape=(self.units, width), initializer="orthogonal"
         )
@@ -105,9 +103,7 @@ class PeepholeLSTMCell(LSTMCell):
 
     def build(self, input_shape) -> None:
         super().build(input_shape)
-        self.peephole = self.add_weight(
-            name="peephole", shape=(3, self.units), initializer="glorot_uniform"
-        )
+        self.peephole = self.add_weight(name="peephole", shape=(3, self.units), initializer="glorot_uniform")
 
     def step(self, xp, states, recurrent_kernel=None):
         h, c = states
@@ -129,9 +125,7 @@ class GRUCell(Cell):
 
     def build(self, input_shape) -> None:
         super().build(input_shape)
-        self.recurrent_bias = self.add_weight(
-            name="recurrent_bias", shape=(3 * self.units,), initializer="zeros"
-        )
+        self.recurrent_bias = self.add_weight(name="recurrent_bias", shape=(3 * self.units,), initializer="zeros")
 
     def step(self, xp, states, recurrent_kernel=None):
         h = states[0]

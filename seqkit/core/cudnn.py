@@ -24,6 +24,7 @@ from seqkit.core.cells import Cell, GRUCell, LSTMCell, TanhCell
 MODES: dict[type[Cell], str] = {LSTMCell: "lstm", GRUCell: "gru", TanhCell: "rnn_tanh"}
 DTYPES = ("float16", "float32", "float64")
 
+
 def available() -> bool:
     """Whether this TensorFlow is built with CUDA and sees a GPU."""
     return bool(tf.test.is_built_with_cuda() and tf.config.list_logical_devices("GPU"))

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -74,9 +74,7 @@ _CURRENT: contextvars.ContextVar[Kernels] = contextvars.ContextVar("seqkit_kerne
 
 
 @contextlib.contextmanager
-def kernels(
-    cudnn: bool = False, native: bool = False, bf16_gradients: bool = False, bf16_recurrence: bool = False
-):
+def kernels(cudnn: bool = False, native: bool = False, bf16_gradients: bool = False, bf16_recurrence: bool = False):
     """While tracing inside this block, the recurrent layers run the given kernels."""
     token = _CURRENT.set(Kernels(bool(cudnn), bool(native), bool(bf16_gradients), bool(bf16_recurrence)))
     try:
@@ -108,9 +106,9 @@ def cudnn_active() -> bool:
 
 # -- resolving settings ------------------------------------------------------------------------
 def _encoders(model) -> list:
-    from seqkit.core.recurrent import SequenceEncoder
-
     import keras
+
+    from seqkit.core.recurrent import SequenceEncoder
 
     pending, found = [model], []
     while pending:

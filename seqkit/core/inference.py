@@ -7,7 +7,7 @@ program (on a GPU too, where it beats cuDNN for inference; see docs/performance.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf

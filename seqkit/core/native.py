@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import tensorflow as tf
@@ -49,7 +49,9 @@ class Library:
 
 
 LOOPS = Library("lstm_kernel", "lstm", "native LSTM kernels", "about 20 s", "train without them (--no-native-kernels)")
-STEP = Library("lstm_step", "lstm-step", "native decoding step", "about a minute", "sampling keeps XLA's step", xla=True)
+STEP = Library(
+    "lstm_step", "lstm-step", "native decoding step", "about a minute", "sampling keeps XLA's step", xla=True
+)
 
 
 def _build_command(library: Library, compiler: str, output: Path) -> list[str]:
@@ -58,9 +60,21 @@ def _build_command(library: Library, compiler: str, output: Path) -> list[str]:
     extra = []
     if library.xla:  # headers the wheel keeps apart, and the library with XLA's registries
         include = Path(tf.sysconfig.get_include()) / "external"
-        extra = [f"-I{include / 'highwayhash'}", f"-I{include / 'farmhash_archive' / 'src'}", "-l:libtensorflow_cc.so.2"]
-    return [compiler, *flags, str(library.source), "-o", str(output), *tf.sysconfig.get_compile_flags(),
-            *tf.sysconfig.get_link_flags(), *extra]
+        extra = [
+            f"-I{include / 'highwayhash'}",
+            f"-I{include / 'farmhash_archive' / 'src'}",
+            "-l:libtensorflow_cc.so.2",
+        ]
+    return [
+        compiler,
+        *flags,
+        str(library.source),
+        "-o",
+        str(output),
+        *tf.sysconfig.get_compile_flags(),
+        *tf.sysconfig.get_link_flags(),
+        *extra,
+    ]
 
 
 def kernels():
@@ -83,7 +97,7 @@ def _loaded(library: Library):
     return loaded
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(library: Library):
     """The library, or the error that says why there is none (kept, so a failed build is
     not retried within a process)."""
@@ -100,8 +114,14 @@ def _cache_key(library: Library, compiler: str, compiler_version: str) -> str:
     command = " ".join(_build_command(library, compiler, Path("library.so")))
     for place, name in ((str(library.source.parent), "<seqkit>"), (tf.sysconfig.get_lib(), "<tensorflow>")):
         command = command.replace(place, name)
-    parts = [library.source.read_text(), tf.__version__, tf.version.GIT_VERSION, compiler_version, command,
-             " ".join(machine.cpu_flags()) or platform.processor()]
+    parts = [
+        library.source.read_text(),
+        tf.__version__,
+        tf.version.GIT_VERSION,
+        compiler_version,
+        command,
+        " ".join(machine.cpu_flags()) or platform.processor(),
+    ]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
@@ -118,7 +138,11 @@ def _build_and_load(library: Library):
     if failed.exists():
         raise SeqkitError(f"{failed.read_text().strip()} (delete {failed} to retry)")
     if not path.exists():
-        print(f"Building seqkit's {library.what} for this machine (once, {library.build_time}) ...", file=sys.stderr, flush=True)
+        print(
+            f"Building seqkit's {library.what} for this machine (once, {library.build_time}) ...",
+            file=sys.stderr,
+            flush=True,
+        )
         with atomic_path(path, suffix=".so") as tmp:
             try:
                 built = subprocess.run(
@@ -127,8 +151,12 @@ def _build_and_load(library: Library):
             except (OSError, subprocess.SubprocessError) as err:
                 raise SeqkitError(f"Building seqkit's {library.what} failed ({err}): {library.remedy}.") from None
             if built.returncode != 0:
-                first = next((line for line in built.stderr.splitlines() if "error" in line), built.stderr.strip()[-200:])
-                message = f"Building seqkit's {library.what} with {compiler} failed ({first.strip()}): {library.remedy}."
+                first = next(
+                    (line for line in built.stderr.splitlines() if "error" in line), built.stderr.strip()[-200:]
+                )
+                message = (
+                    f"Building seqkit's {library.what} with {compiler} failed ({first.strip()}): {library.remedy}."
+                )
                 with contextlib.suppress(OSError):
                     failed.write_text(message + "\n")
                 raise SeqkitError(message)
@@ -154,7 +182,8 @@ def steps(cell) -> bool:
     """Whether the decoding step op can run ``cell``: a plain float32 LSTM whose width is
     a multiple of :data:`STEP_UNITS`."""
     return (
-        type(cell) is LSTMCell and cell.units % STEP_UNITS == 0
+        type(cell) is LSTMCell
+        and cell.units % STEP_UNITS == 0
         and cell.variable_dtype == cell.compute_dtype == "float32"
     )
 
@@ -169,7 +198,9 @@ def pack_step_weights(cell, dtype: tf.DType = tf.float32) -> tuple[tf.Tensor, tf
     rows = stacked.shape[0]
     packed = tf.transpose(tf.reshape(stacked, [rows, 4, blocks, STEP_UNITS]), [2, 0, 1, 3])
     bias = tf.transpose(tf.reshape(cell.bias, [4, blocks, STEP_UNITS]), [1, 0, 2])
-    return tf.cast(tf.reshape(packed, [blocks, rows, 4 * STEP_UNITS]), dtype), tf.reshape(bias, [blocks, 4 * STEP_UNITS])
+    return tf.cast(tf.reshape(packed, [blocks, rows, 4 * STEP_UNITS]), dtype), tf.reshape(
+        bias, [blocks, 4 * STEP_UNITS]
+    )
 
 
 def lstm_step(x: tf.Tensor, states, packed: tuple[tf.Tensor, tf.Tensor], index=0) -> tuple[tf.Tensor, tf.Tensor]:

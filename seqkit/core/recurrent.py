@@ -7,7 +7,7 @@ step is zero. Sequences are right-padded; give either a Keras mask or explicit `
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
@@ -77,9 +77,7 @@ def _run_layer(
         h, states = advance(t, states)
         return (t + 1, states) + tuple(o.write(t, h) for o in outputs)
 
-    _, states, *outputs = tf.while_loop(
-        lambda t, *_: t < steps, body, loop_vars, maximum_iterations=steps
-    )
+    _, states, *outputs = tf.while_loop(lambda t, *_: t < steps, body, loop_vars, maximum_iterations=steps)
     if not outputs:
         return None, states
     return tf.transpose(outputs[0].stack(), [1, 0, 2]), states
@@ -211,9 +209,7 @@ class SequenceEncoder(keras.layers.Layer):
         else:
             states = list(initial_state)
             if len(states) != len(self.state_size):
-                raise SeqkitError(
-                    f"initial_state needs {len(self.state_size)} tensors, got {len(states)}."
-                )
+                raise SeqkitError(f"initial_state needs {len(self.state_size)} tensors, got {len(states)}.")
         # On a GPU with cuDNN dispatched, each layer is one cuDNN call. Otherwise, in
         # training, the fused LSTM keeps what its backward pass needs. Inference keeps
         # nothing: with native kernels it runs their forward loop, else, on short sequences
@@ -240,7 +236,9 @@ class SequenceEncoder(keras.layers.Layer):
                 if gpu:
                     out, end = cudnn.run_layer(cell, seq_in, start, mask, sequences, recurrent, bool(training))
                 else:
-                    out, end = _run_layer(cell, seq_in, start, mask, sequences, unroll, fused, recurrent, bool(training))
+                    out, end = _run_layer(
+                        cell, seq_in, start, mask, sequences, unroll, fused, recurrent, bool(training)
+                    )
                 if d == 1 and out is not None:
                     out = self._reverse(out, lengths)
                 outs.append(out if out is not None else end[0])

@@ -31,9 +31,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import keras
 import tensorflow as tf
@@ -206,7 +206,11 @@ class Trainer:
         rng = [v.value for v in self.model.variables if "seed_generator" in v.path]
         averages = {"averages": self.averages} if self.averages else {}
         self.checkpoint = tf.train.Checkpoint(
-            model=self.model, optimizer=self.optimizer, seconds=self.seconds, best_val_loss=self.best_val_loss, rng=rng,
+            model=self.model,
+            optimizer=self.optimizer,
+            seconds=self.seconds,
+            best_val_loss=self.best_val_loss,
+            rng=rng,
             **averages,
         )
         self._last_step_seconds = 0.0
@@ -461,7 +465,9 @@ class Trainer:
                 batch = next(batches)
             except StopIteration:
                 raise SeqkitError("The training data ran out; it should repeat.") from None
-            *values, agreed = [float(v) for v in self._train_step(batch, tf.constant(self._last_step_seconds, tf.float64))]
+            *values, agreed = [
+                float(v) for v in self._train_step(batch, tf.constant(self._last_step_seconds, tf.float64))
+            ]
             elapsed = self._last_step_seconds = time.perf_counter() - start
             # One process: its own clock. A cluster: the previous step's agreed duration,
             # one step late, so that every worker stops and schedules alike.
@@ -499,8 +505,9 @@ class Trainer:
                 if record.val_loss is not None
                 else ""
             )
+            of_total = "" if self.total_steps is None else f"/{self.total_steps}"
             print(
-                f"epoch {record.epoch:.2f} (step {record.step}{'' if self.total_steps is None else f'/{self.total_steps}'}): loss "
+                f"epoch {record.epoch:.2f} (step {record.step}{of_total}): loss "
                 f"{record.loss:.4f}, acc {record.accuracy:.4f}, "
                 f"{record.samples_per_sec:,.0f} {self.unit}/s{val}",
                 flush=True,

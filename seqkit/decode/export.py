@@ -88,5 +88,7 @@ def export(model_dir: str | Path, out_dir: str | Path) -> Path:
         try:
             tf.saved_model.save(module, str(tmp), signatures=signatures)
         except tf.errors.OpError as err:
-            raise SeqkitError(f"Cannot write {out} ({err.message}): make room on the disk or choose another `out_dir`.") from None
+            raise SeqkitError(
+                f"Cannot write {out} ({err.message}): make room on the disk or choose another `out_dir`."
+            ) from None
     return out

@@ -31,9 +31,7 @@ class CharLM:
             False keeps float32 (the same text for a seed as XLA's step).
     """
 
-    def __init__(
-        self, model, vocab: Vocabulary, native_step: bool | None = None, half_weights: bool | None = None
-    ):
+    def __init__(self, model, vocab: Vocabulary, native_step: bool | None = None, half_weights: bool | None = None):
         self.model, self.vocab, self.native_step, self.half_weights = model, vocab, native_step, half_weights
         self.embedding = model.get_layer("embedding")
         self.encoder = model.get_layer("encoder")
@@ -44,7 +42,7 @@ class CharLM:
         self.sample_loops: dict = {}  # compiled sampling loops, one per sampler
 
     @classmethod
-    def load(cls, path: str | Path) -> "CharLM":
+    def load(cls, path: str | Path) -> CharLM:
         """Load a run folder (``seqkit train-char``'s output): model.keras, else the weights
         of its best checkpoint."""
         model, vocab = RunFolder(path).load()

@@ -47,7 +47,9 @@ def filter_logits(logits: tf.Tensor, temperature=1.0, top_k=0, top_p=1.0) -> tf.
         mass_before = tf.math.cumsum(tf.nn.softmax(ordered), axis=-1, exclusive=True)
         # keep the smallest prefix whose mass reaches top_p (the top id is always kept)
         kept = tf.where((mass_before < top_p) | (top_p >= 1.0), ordered, neg_inf)
-        threshold = tf.reduce_min(tf.where(tf.math.is_inf(kept), tf.fill(tf.shape(kept), float("inf")), kept), -1, keepdims=True)
+        threshold = tf.reduce_min(
+            tf.where(tf.math.is_inf(kept), tf.fill(tf.shape(kept), float("inf")), kept), -1, keepdims=True
+        )
         logits = tf.where(logits < threshold, neg_inf, logits)
     return logits
 
@@ -130,7 +132,9 @@ def sample(lm, prime_ids: np.ndarray, length: int, sampler: Sampler, seed: int =
     # Padded to a power of two, so that primes of similar lengths share one XLA program.
     padded = np.zeros(max(16, 1 << (prime_ids.size - 1).bit_length()), np.int32)
     padded[: prime_ids.size] = prime_ids
-    ids = lm.sample_loops[sampler](padded, tf.constant(prime_ids.size), tf.constant(length), tf.constant([seed, 0], tf.int64))
+    ids = lm.sample_loops[sampler](
+        padded, tf.constant(prime_ids.size), tf.constant(length), tf.constant([seed, 0], tf.int64)
+    )
     return lm.vocab.decode(ids.numpy())
 
 

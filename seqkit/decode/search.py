@@ -61,7 +61,7 @@ class Node:
     char: str
     prob: float
     path_prob: float
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {

@@ -100,8 +100,8 @@ def _run(config: BenchConfig, data_dir: str | None, verbose: bool, strategy) -> 
 
     from seqkit.core.trainer import Trainer
     from seqkit.distribute import is_chief
-    from seqkit.mnist.data import load_mnist, row_sequences
     from seqkit.mnist.classifier import build_classifier
+    from seqkit.mnist.data import load_mnist, row_sequences
 
     verbose = verbose and is_chief(strategy)
     data = load_mnist(data_dir)

@@ -37,9 +37,7 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(data) != expected:
         state = "truncated" if len(data) < expected else "longer than its header says"
-        raise SeqkitError(
-            f"{name} is {state} ({len(data)} bytes, header promises {expected}): replace it."
-        )
+        raise SeqkitError(f"{name} is {state} ({len(data)} bytes, header promises {expected}): replace it.")
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -92,11 +90,9 @@ def load_mnist(root: str | os.PathLike | None = None) -> Mnist:
         if datasets.find("mnist-npz", "mnist.npz", root):
             return read_mnist_npz(io.BytesIO(datasets.load_bytes("mnist-npz", "mnist.npz", root)))
     arrays = {
-        key: parse_idx(datasets.load_bytes("mnist", name, root), f"mnist/{name}")
-        for key, name in IDX_FILES.items()
+        key: parse_idx(datasets.load_bytes("mnist", name, root), f"mnist/{name}") for key, name in IDX_FILES.items()
     }
     return Mnist(**arrays)
-
 
 
 def row_sequences(

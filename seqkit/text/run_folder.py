@@ -139,7 +139,8 @@ class RunFolder:
             return keras.models.load_model(self.path / MODEL)
         except Exception as err:  # noqa: BLE001 (Keras raises many types for a damaged archive)
             raise SeqkitError(
-                f"{self.path / MODEL} is damaged ({type(err).__name__}): retrain, or delete it to use the last checkpoint."
+                f"{self.path / MODEL} is damaged ({type(err).__name__}): retrain, or delete it to use the "
+                "last checkpoint."
             ) from None
 
     def _load_checkpoint(self, model_config: CharModelConfig):

@@ -45,9 +45,7 @@ class CharConfig:
     eval_every: int = 200
     max_time: float | None = None
     seed: int = 1
-    train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=20, lr=5e-3, warmup_steps=100, clip=5.0)
-    )
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, lr=5e-3, warmup_steps=100, clip=5.0))
 
     def model_config(self, vocab: Vocabulary) -> CharModelConfig:
         return dataclasses.replace(self.model, vocab_size=vocab.size)
@@ -113,8 +111,8 @@ def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: st
 
     from seqkit.core.trainer import Trainer
     from seqkit.distribute import is_chief
-    from seqkit.text.corpus import eval_windows, read_corpus, train_windows, windows_per_epoch
     from seqkit.text.char_model import build_char_model
+    from seqkit.text.corpus import eval_windows, read_corpus, train_windows, windows_per_epoch
 
     chief = is_chief(strategy)
     verbose = verbose and chief
@@ -178,7 +176,9 @@ def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: st
                 tf.summary.scalar("bits_per_char/val", row["val_bits_per_char"])
         writer.flush()
 
-    trainer.fit(train_ds, val_ds, eval_every=config.eval_every, max_seconds=config.max_time, on_eval=on_eval, verbose=verbose)
+    trainer.fit(
+        train_ds, val_ds, eval_every=config.eval_every, max_seconds=config.max_time, on_eval=on_eval, verbose=verbose
+    )
     return _finish(trainer, run, history)
 
 

@@ -45,7 +45,7 @@ class Vocabulary:
             raise SeqkitError("A vocabulary's code points must be sorted and distinct.")
 
     @classmethod
-    def from_points(cls, points: np.ndarray, normalization: str = "NFC") -> "Vocabulary":
+    def from_points(cls, points: np.ndarray, normalization: str = "NFC") -> Vocabulary:
         return cls(tuple(int(p) for p in np.unique(points)), normalization)
 
     @property
@@ -87,7 +87,7 @@ class Vocabulary:
         write_json(path, {"normalization": self.normalization, "chars": "".join(self.chars)})
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Vocabulary":
+    def load(cls, path: str | os.PathLike) -> Vocabulary:
         obj = read_json(path, "vocabulary")
         try:
             return cls.from_points(codepoints(obj["chars"]), obj.get("normalization", "NFC"))
