@@ -40,19 +40,26 @@ def gpu_visible() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 
 
-def matmul_gflops(seconds: float = 1.0, n: int = 512) -> float:
-    """Single-precision matmul throughput of this machine now (GFLOP/s), a speed reference."""
+def matmul_gflops(seconds: float = 1.0, n: int = 512, windows: int = 5) -> float:
+    """Single-precision matmul throughput of this machine now (GFLOP/s), a speed reference:
+    the median of ``windows`` windows of ``seconds / windows`` each, so that one stall of
+    a shared machine does not move it."""
+    import statistics
+
     import tensorflow as tf
 
     a = tf.random.normal([n, n])
     b = tf.random.normal([n, n])
     product = tf.function(lambda a, b: tf.reduce_sum(tf.matmul(a, b)))
     product(a, b).numpy()
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        product(a, b).numpy()
-        count += 1
-    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+    rates = []
+    for _ in range(windows):
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / windows:
+            product(a, b).numpy()
+            count += 1
+        rates.append(2 * n**3 * count / (time.perf_counter() - start) / 1e9)
+    return statistics.median(rates)
 
 
 def peak_memory_mib() -> float:

@@ -418,7 +418,7 @@ def test_the_avx2_build_of_the_native_step_equals_the_cells_steps(tmp_path):
 def test_only_lstms_of_16_unit_blocks_step_natively(cell, units, expected):
     enc = SequenceEncoder(units, cell=cell, layers=2)
     enc(_random(1, 1, 5))
-    assert enc.steps_natively == (expected and native.available(native.STEP))
+    assert enc.steps_natively() == (expected and native.available(native.STEP))
 
 
 def test_a_failed_build_is_one_line_and_is_not_retried_by_the_next_process(tmp_path, monkeypatch):

@@ -113,7 +113,7 @@ def test_native_kernels_by_default_where_they_build(monkeypatch, builds, cell, e
     for explicitly, that ends in the build's error before the first step."""
     from seqkit.core import native
 
-    failure = SeqkitError("seqkit's native LSTM kernels need a C++ compiler (set CXX, or install g++)")
+    failure = SeqkitError("Building seqkit's native LSTM kernels needs a C++ compiler (set CXX, or install g++)")
     monkeypatch.setattr(native, "_load", (lambda library: native.tf) if builds else (lambda library: failure))
     assert Trainer(_lstm_or(cell), TrainConfig(native_kernels=None), 1).native_kernels is expected
     if cell != "lstm":

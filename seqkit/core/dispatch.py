@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -105,6 +106,26 @@ def cudnn_active() -> bool:
 
 
 # -- resolving settings ------------------------------------------------------------------------
+_NOTED: set[str] = set()
+
+
+def note(message: str) -> None:
+    """Say on stderr, once per process, that a fast path this machine should have had fell
+    back to a slower one, and why (``note: ...``)."""
+    if message not in _NOTED:
+        _NOTED.add(message)
+        print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+def _library_fallback(library: native_library.Library) -> Callable[[], None]:
+    def say() -> None:
+        reason = native_library.failure(library)
+        if reason:
+            note(f"{reason}; {library.instead} instead.")
+
+    return say
+
+
 def _encoders(model) -> list:
     import keras
 
@@ -120,22 +141,41 @@ def _encoders(model) -> list:
     return found
 
 
-def resolve(model, setting: bool | None, what: str, pays: Callable[[], bool], gpu: bool = False) -> bool:
+def resolve(
+    model,
+    setting: bool | None,
+    what: str,
+    pays: Callable[[], bool],
+    gpu: bool = False,
+    fallback: Callable[[], None] | None = None,
+) -> bool:
     """One setting of how ``model``'s recurrent layers run: the fused LSTM's split loops on
     a CPU (native kernels, bf16 gradients), or cuDNN on a GPU (``gpu``). None (auto) is on
-    where ``pays()``, the device is of that kind and every recurrent layer can run that way;
-    True is refused (before any step) for layers that cannot, and for cuDNN without a GPU."""
+    where ``pays()``, the device is of that kind and every recurrent layer can run that way
+    (``fallback()`` is called where all but ``pays()`` hold, to say why not); True is
+    refused (before any step) for layers that cannot, and for cuDNN without a GPU."""
     encoders = _encoders(model)
     fits = (lambda e: e.runs_cudnn) if gpu else (lambda e: e.trains_fused)
     others = [f"{e.name} ({e.cell})" for e in encoders if not fits(e)]
     if setting is None:
-        return bool(encoders) and not others and machine.gpu_visible() == gpu and pays()
+        if not (encoders and not others and machine.gpu_visible() == gpu):
+            return False
+        if pays():
+            return True
+        if fallback is not None:
+            fallback()
+        return False
     needs = "LSTM, GRU and tanh RNN layers (in float16, 32 or 64; not unrolled)" if gpu else "the fused LSTM"
     if setting and others:
         raise SeqkitError(f"{what} are for {needs}, and {', '.join(others)} is not one: train without them.")
     if setting and gpu and not pays():
         raise SeqkitError(f"{what} need an NVIDIA GPU that TensorFlow sees: train without them on this machine.")
     return bool(setting)
+
+
+def _native_kernels(model, setting: bool | None) -> bool:
+    loops = native_library.LOOPS
+    return resolve(model, setting, "Native kernels", native_library.available, fallback=_library_fallback(loops))
 
 
 def for_training(
@@ -147,7 +187,7 @@ def for_training(
 ) -> Kernels:
     """The kernels of ``model``'s training step (None: automatic; see ``TrainConfig``)."""
     on_gpu = resolve(model, cudnn, "cuDNN kernels", cudnn_layers.available, gpu=True)
-    native = resolve(model, native_kernels, "Native kernels", native_library.available)
+    native = _native_kernels(model, native_kernels)
     if native:
         native_library.kernels()  # the build's error, if any, before the first step
     bf16 = resolve(model, bf16_gradients, "bf16 weight gradients", machine.cpu_has_bf16)
@@ -163,19 +203,66 @@ def for_inference(model, native_kernels: bool | None = None, gpu: bool = False) 
     """The kernels of ``model``'s inference: native where training would use them; cuDNN
     only when asked (``gpu``), since one XLA program runs inference faster on a GPU."""
     on_gpu = bool(gpu) and resolve(model, True, "cuDNN kernels", cudnn_layers.available, gpu=True)
-    return Kernels(cudnn=on_gpu, native=resolve(model, native_kernels, "Native kernels", native_library.available))
+    native = _native_kernels(model, native_kernels)
+    return Kernels(cudnn=on_gpu, native=native)
+
+
+def code_path(model, chosen: Kernels) -> dict:
+    """What really runs ``model``'s recurrent layers in training with the ``chosen``
+    kernels: the device, each encoder's cell and implementation, and the bf16 options. Two
+    runs' speeds compare only where their paths are equal."""
+    layers = []
+    for encoder in _encoders(model):
+        if chosen.cudnn and encoder.runs_cudnn:
+            how = "cudnn"
+        elif encoder.trains_fused:
+            how = "native" if chosen.native else "xla-fused"
+        else:
+            how = "xla"
+        layers.append(f"{encoder.cell} {how}")
+    return {
+        "device": "gpu" if machine.gpu_visible() else "cpu",
+        "layers": layers,
+        "bf16_gradients": chosen.bf16_gradients,
+        "bf16_recurrence": chosen.bf16_recurrence,
+    }
+
+
+def path_name(path: dict) -> str:
+    """A code path in a few words: ``cpu, lstm native, bf16 gradients``."""
+    parts = [path.get("device", "?"), *dict.fromkeys(path.get("layers", []))]
+    parts += [name.replace("_", " ") for name in ("bf16_gradients", "bf16_recurrence") if path.get(name)]
+    return ", ".join(parts)
 
 
 # -- the decoding step -------------------------------------------------------------------------
 def steps_natively(encoder) -> bool:
     """Whether ``encoder``'s decoding step can run as seqkit's native step here: every layer
     a plain float32 LSTM as wide as a multiple of 16, no GPU in sight, and the op builds."""
-    return (
-        not encoder.bidirectional
-        and all(native_library.steps(cell) for cell in encoder.cells)
-        and not machine.gpu_visible()
-        and native_library.available(native_library.STEP)
-    )
+    if encoder.bidirectional or machine.gpu_visible():
+        return False
+    if not all(native_library.steps(cell) for cell in encoder.cells):
+        return False
+    if native_library.available(native_library.STEP):
+        return True
+    _library_fallback(native_library.STEP)()
+    return False
+
+
+def half_weights_by_default(encoder, native_step: bool) -> bool:
+    """Whether the native step takes float16 weights when not told, by a fixed rule from
+    the CPU's features (never from a timing: a seed's text must not depend on one).
+
+    float16 halves what each character reads, which pays where a core's share of the
+    weights does not fit its cache at float32: it sampled 1.5x to 1.6x faster on the Intel
+    Xeons this project ran on (AVX-512 or AVX2, no bf16 dot products), and 0.73x as fast on
+    an AMD EPYC with AVX512-BF16 (docs/performance.md). So float16 where the CPU converts it
+    (F16C) and has no bf16 dot products, the feature that told those CPUs apart; a CPU
+    without F16C, which the step should have had, says so."""
+    problem = half_weights_problem(encoder, native_step)
+    if problem is not None and native_step and not machine.cpu_has_f16c():
+        note("this CPU converts no float16 (no F16C); the native decoding step reads float32 weights instead.")
+    return problem is None and not machine.cpu_has_bf16()
 
 
 def half_weights_problem(encoder, native_step: bool) -> str | None:

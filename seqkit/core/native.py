@@ -39,8 +39,8 @@ class Library:
     stem: str  # of the source
     cache: str  # of the cached library
     what: str  # for messages
-    build_time: str
     remedy: str  # what a user does where it cannot be built
+    instead: str  # what runs where it cannot be built, for the fallback note
     xla: bool = False  # needs XLA's headers and libtensorflow_cc (an XLA op)
 
     @property
@@ -48,10 +48,8 @@ class Library:
         return Path(__file__).with_name(f"{self.stem}.cc")
 
 
-LOOPS = Library("lstm_kernel", "lstm", "native LSTM kernels", "about 20 s", "train without them (--no-native-kernels)")
-STEP = Library(
-    "lstm_step", "lstm-step", "native decoding step", "about a minute", "sampling keeps XLA's step", xla=True
-)
+LOOPS = Library("lstm_kernel", "lstm", "native LSTM kernels", "train without them", "LSTM layers run XLA's loops")
+STEP = Library("lstm_step", "lstm-step", "native decoding step", "sample without it", "sampling runs XLA's step", True)
 
 
 def _build_command(library: Library, compiler: str, output: Path) -> list[str]:
@@ -128,7 +126,9 @@ def _cache_key(library: Library, compiler: str, compiler_version: str) -> str:
 def _build_and_load(library: Library):
     compiler = shutil.which(os.environ.get("CXX", "c++"))
     if compiler is None:
-        raise SeqkitError(f"seqkit's {library.what} need a C++ compiler (set CXX, or install g++): {library.remedy}.")
+        raise SeqkitError(
+            f"Building seqkit's {library.what} needs a C++ compiler (set CXX, or install g++): {library.remedy}."
+        )
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as err:
@@ -139,7 +139,7 @@ def _build_and_load(library: Library):
         raise SeqkitError(f"{failed.read_text().strip()} (delete {failed} to retry)")
     if not path.exists():
         print(
-            f"Building seqkit's {library.what} for this machine (once, {library.build_time}) ...",
+            f"Building seqkit's {library.what} for this machine (once; it is cached in {path.parent}) ...",
             file=sys.stderr,
             flush=True,
         )
@@ -148,22 +148,43 @@ def _build_and_load(library: Library):
                 built = subprocess.run(
                     _build_command(library, compiler, tmp), capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
                 )
+            except subprocess.TimeoutExpired:
+                # Recorded: the next process would wait as long again for the same outcome.
+                message = f"Building seqkit's {library.what} with {compiler} took over {BUILD_TIMEOUT_S} s"
+                _record_failure(failed, f"{message}: {library.remedy}.")
             except (OSError, subprocess.SubprocessError) as err:
                 raise SeqkitError(f"Building seqkit's {library.what} failed ({err}): {library.remedy}.") from None
-            if built.returncode != 0:
+            if built.returncode < 0:  # killed by a signal: nothing is known of the source, retry next time
+                raise SeqkitError(
+                    f"Building seqkit's {library.what} was stopped by signal {-built.returncode}: {library.remedy}."
+                )
+            if built.returncode > 0:
                 first = next(
                     (line for line in built.stderr.splitlines() if "error" in line), built.stderr.strip()[-200:]
                 )
-                message = (
-                    f"Building seqkit's {library.what} with {compiler} failed ({first.strip()}): {library.remedy}."
-                )
-                with contextlib.suppress(OSError):
-                    failed.write_text(message + "\n")
-                raise SeqkitError(message)
+                message = f"Building seqkit's {library.what} with {compiler} failed ({first.strip()})"
+                _record_failure(failed, f"{message}: {library.remedy}.")
     try:
         return tf.load_op_library(str(path))
     except (tf.errors.NotFoundError, OSError) as err:
         raise SeqkitError(f"Cannot load seqkit's {library.what} from {path} ({err}): delete it and retry.") from None
+
+
+def _record_failure(failed: Path, message: str) -> None:
+    """Keep a compiler's error (or time-out) beside the cache entry, so that no other process
+    builds the same source again for the same outcome; raise it."""
+    with contextlib.suppress(OSError):
+        failed.write_text(message + "\n")
+    raise SeqkitError(message)
+
+
+def failure(library: Library = LOOPS) -> str | None:
+    """Why ``library`` cannot be loaded here (building it first if need be), without the
+    remedy; None where it loads."""
+    loaded = _load(library)
+    if not isinstance(loaded, SeqkitError):
+        return None
+    return str(loaded).replace(f": {library.remedy}.", "").rstrip(".")
 
 
 def available(library: Library = LOOPS) -> bool:

@@ -273,7 +273,6 @@ class SequenceEncoder(keras.layers.Layer):
             x = cell_states[0]
         return x, new_states
 
-    @property
     def steps_natively(self) -> bool:
         """Whether :meth:`step` can run as seqkit's native step here: every layer a plain
         float32 LSTM as wide as a multiple of 16, no GPU in sight, and the op builds."""

@@ -192,6 +192,7 @@ class Trainer:
             )
             self.cudnn, self.native_kernels = self.kernels.cudnn, self.kernels.native
             self.bf16_gradients, self.bf16_recurrence = self.kernels.bf16_gradients, self.kernels.bf16_recurrence
+            self.code_path = dispatch.code_path(self.model, self.kernels)
             self.optimizer = make_optimizer(config)
             self.optimizer.build(self.model.trainable_variables)
             self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
@@ -214,6 +215,9 @@ class Trainer:
             **averages,
         )
         self._last_step_seconds = 0.0
+        # The first step this process takes (seconds, predictions): it traces and compiles,
+        # so a rate of the training itself leaves it out.
+        self.first_step: tuple[float, float] | None = None
         self.managers: dict[str, tf.train.CheckpointManager] = {}
         if self.checkpoint_dir is not None and self.chief:
             for kind, keep in (("checkpoints", 3), ("best", 1)):
@@ -297,7 +301,7 @@ class Trainer:
         if n * squares != total**2:
             raise SeqkitError(
                 f"The workers resumed from different steps (this one from {self.step}, the mean is "
-                f"{total / n:g}): give every worker a `checkpoint_dir` on a shared filesystem."
+                f"{total / n:g}): give every worker its `checkpoint_dir` on a shared filesystem."
             )
 
     def save(self, kind: str = "checkpoints") -> str | None:
@@ -479,6 +483,8 @@ class Trainer:
                 )
             sums = [a + b for a, b in zip(sums, values)]
             done, spent = done + 1, spent + elapsed
+            if self.first_step is None:
+                self.first_step = (elapsed, values[2])
             if done % 20 == 0 or self.step >= target:
                 bar.update(
                     done,
