@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from seqkit.core import native
 from seqkit.decode import beam_search, prediction_tree, sample, score
 from seqkit.decode.lm import CharLM
-from seqkit.decode.sampling import Sampler, draw, filter_logits
+from seqkit.decode.sampling import Sampler, filter_logits
 from seqkit.errors import SeqkitError
 from seqkit.machine import cpu_has_f16c
 from seqkit.text.char_model import CharModelConfig, build_char_model
@@ -112,10 +112,16 @@ def test_the_native_step_with_float32_weights_samples_what_xla_samples():
     assert native_lm.native_step == native.available(native.STEP)
 
 
-def test_half_weights_are_the_default_where_the_native_step_can_take_them():
+@pytest.mark.parametrize("bf16_cpu", [False, True])
+def test_half_weights_are_the_default_where_the_native_step_can_take_them_and_they_pay(bf16_cpu, monkeypatch):
+    """By a fixed rule from the CPU's features: float16 where the CPU converts it and has
+    no bf16 dot products (on the CPUs measured, those gained; one with them lost)."""
+    from seqkit import machine
+
+    monkeypatch.setattr(machine, "cpu_has_bf16", lambda: bf16_cpu)
     lm = _untrained_lm(32)
     assert len(sample(lm, lm.encode_prime("a"), 5, Sampler())) == 5
-    assert lm.half_weights == (native.available(native.STEP) and cpu_has_f16c())
+    assert lm.half_weights == (native.available(native.STEP) and cpu_has_f16c() and not bf16_cpu)
     narrow = _untrained_lm(24)  # no native step: float32, and no error
     assert len(sample(narrow, narrow.encode_prime("a"), 5, Sampler())) == 5 and narrow.half_weights is False
 
@@ -189,17 +195,6 @@ def test_filtering_keeps_a_valid_distribution(logits, temperature, top_k, top_p)
     assert probs.sum() == pytest.approx(1.0, abs=1e-5) and (probs >= 0).all()
     best = int(np.argmax(np.asarray(logits)[1:])) + 1
     assert kept[best]  # the likeliest usable id survives every filter
-
-
-def test_draws_follow_the_distribution_and_never_take_an_excluded_id():
-    with np.errstate(divide="ignore"):
-        logits = np.log([[0.0, 0.1, 0.0, 0.2, 0.3, 0.4, 0.0]], dtype=np.float32)  # log(0): -inf
-    rows = 40_000
-    ids = draw(tf.constant(np.repeat(logits, rows, 0)), tf.constant([3, 4], tf.int64)).numpy()
-    counts = np.bincount(ids, minlength=logits.shape[1])
-    assert counts[[0, 2, 6]].sum() == 0
-    expected = np.exp(logits[0]) * rows
-    assert (np.abs(counts - expected) <= 5 * np.sqrt(expected + 1)).all(), counts  # within 5 sigma
 
 
 @pytest.mark.parametrize(

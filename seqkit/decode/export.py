@@ -23,13 +23,16 @@ from pathlib import Path
 import tensorflow as tf
 
 from seqkit.decode.lm import CharLM
-from seqkit.decode.sampling import Sampler, sampling_loop
+from seqkit.decode.sampling import Filters, sampling_loop, stream_keys
 from seqkit.errors import SeqkitError
 from seqkit.fileio import atomic_dir
 from seqkit.text.vocab import UNKNOWN_ID, UNKNOWN_SYMBOL
 
 
-class _Serving(tf.Module):
+class ServingModule(tf.Module):
+    """The SavedModel's signatures as a TensorFlow module of a loaded model (also what
+    ``seqkit serve`` answers TensorFlow Serving's predict requests with)."""
+
     def __init__(self, lm: CharLM):
         super().__init__()
         self.model = lm.model
@@ -68,10 +71,23 @@ class _Serving(tf.Module):
 
     @tf.function(jit_compile=True, autograph=False)
     def _loop(self, ids, length, temperature, seed, top_k, top_p):
-        """The loop as one XLA program, as generate compiles it: the same random numbers
-        (XLA's differ from TensorFlow's kernels') and so the same text for a seed."""
-        sampler = Sampler(temperature, top_k, top_p)
-        return sampling_loop(self._lm, sampler, ids, tf.size(ids), length, tf.stack([seed, 0]))
+        """Stream 0 of ``seed``, by the loop generate compiles, as one XLA program too."""
+        one = lambda value: tf.reshape(value, [1])  # noqa: E731 (a row of one stream)
+        carry = {
+            "states": self._lm.encoder.get_initial_state(1),
+            "log_probs": tf.zeros([1, self._lm.vocab.size]),
+            "position": tf.zeros([1], tf.int32),
+            "prime": ids[None, :],
+            "prime_length": one(tf.size(ids)),
+            "keys": stream_keys(seed, tf.zeros([1], tf.int64)),
+            "temperature": one(temperature),
+            "top_k": one(top_k),
+            "top_p": one(top_p),
+            "greedy": tf.zeros([1], tf.bool),
+        }
+        filters = Filters(top_k=True, top_p=True, greedy=False)
+        _, drawn, _ = sampling_loop(self._lm, filters, tf.size(ids) + length, carry)
+        return drawn[0, tf.size(ids) :]  # the prime's steps draw nothing
 
 
 def export(model_dir: str | Path, out_dir: str | Path) -> Path:
@@ -82,7 +98,7 @@ def export(model_dir: str | Path, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise SeqkitError(f"{out} exists and is not empty: choose a new `out_dir`.")
-    module = _Serving(lm)
+    module = ServingModule(lm)
     signatures = {"serving_default": module.next_char, "sample": module.sample}
     with atomic_dir(out) as tmp:  # a killed export leaves no half-written SavedModel
         try:

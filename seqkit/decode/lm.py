@@ -24,7 +24,7 @@ class CharLM:
         model: the Keras model of :func:`seqkit.text.char_model.build_char_model`.
         vocab: its vocabulary.
         native_step: run the sampling loop's steps as seqkit's native step, on every core:
-            None (the default) where the encoder can (``SequenceEncoder.steps_natively``).
+            None (the default) where the encoder can (``SequenceEncoder.steps_natively()``).
         half_weights: give the native step its weights rounded to float16, which halves
             what each character reads (docs/performance.md). None (the default): wherever
             the native step runs, the CPU converts float16 (F16C) and every weight fits;
@@ -39,6 +39,9 @@ class CharLM:
         signature = dict(reduce_retracing=True, autograph=False)
         self._prime = tf.function(self._prime_fn, **signature)
         self._step = tf.function(self.step_fn, **signature)
+        self._log_probs = tf.function(
+            self._log_probs_fn, input_signature=[tf.TensorSpec([1, None], tf.int32)], autograph=False
+        )
         self.sample_loops: dict = {}  # compiled sampling loops, one per sampler
 
     @classmethod
@@ -68,17 +71,25 @@ class CharLM:
         """Whether the sampling loop runs the native step (``native_step`` and
         ``half_weights``, resolved)."""
         if self.native_step is None:
-            self.native_step = self.encoder.steps_natively
-        elif self.native_step and not self.encoder.steps_natively:
+            self.native_step = self.encoder.steps_natively()
+        elif self.native_step and not self.encoder.steps_natively():
             raise SeqkitError(
                 "The native decoding step is for float32 LSTMs as wide as a multiple of 16, on a "
                 "CPU where it builds: sample without it."
             )
         if self.half_weights is None:
-            self.half_weights = dispatch.half_weights_problem(self.encoder, self.native_step) is None
+            self.half_weights = dispatch.half_weights_by_default(self.encoder, self.native_step)
         elif self.half_weights and (problem := dispatch.half_weights_problem(self.encoder, self.native_step)):
             raise SeqkitError(problem)
         return self.native_step
+
+    def packed_step_weights(self) -> list:
+        """The native step's weights, packed once (``SequenceEncoder.pack_step_weights``, in
+        :attr:`step_weights_dtype`), for every sampling loop of this model."""
+        if "packed" not in self.sample_loops:
+            self.steps_natively()
+            self.sample_loops["packed"] = self.encoder.pack_step_weights(self.step_weights_dtype)
+        return self.sample_loops["packed"]
 
     @property
     def step_weights_dtype(self) -> tf.DType:
@@ -111,6 +122,8 @@ class CharLM:
 
     def log_probs(self, ids: np.ndarray) -> np.ndarray:
         """Log-probability of each id after the first, given its prefix: [len(ids) - 1]."""
-        logits = self.model(tf.constant(ids[None, :], tf.int32), training=False)[0]
-        logp = tf.nn.log_softmax(logits[:-1])
-        return tf.gather(logp, ids[1:], batch_dims=1).numpy()
+        return self._log_probs(tf.constant(ids[None, :], tf.int32)).numpy()
+
+    def _log_probs_fn(self, ids):
+        logits = self.model(ids, training=False)[0]
+        return tf.gather(tf.nn.log_softmax(logits[:-1]), ids[0, 1:], batch_dims=1)

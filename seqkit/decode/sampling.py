@@ -1,12 +1,16 @@
 """Sampling: the strategies that pick the next character, and the one loop that uses them.
 
 ``filter_logits`` turns a distribution into the one a strategy samples from (temperature,
-top-k, top-p, and never the unknown id); a :class:`Sampler` draws from it, or takes the
-argmax when greedy. :func:`sampling_loop` is the only sampling loop: ``seqkit generate``
-compiles it with XLA (and the native decoding step where it runs), and the exported
-SavedModel's ``sample`` signature traces the same function with TensorFlow's own ops, so
-every setting behaves alike in both. Seeds are explicit (stateless RNG): a seed
-reproduces a sample.
+top-k, top-p, and never the unknown id); a :class:`Sampler` holds one stream's settings.
+:func:`sampling_loop` is the only sampling loop. It steps a batch of streams, each with its
+own prime, settings and random stream, for a number of steps, and can be called again
+where it stopped: :class:`~seqkit.decode.streams.Streams` runs it in chunks (streams finish
+and join between chunks), ``seqkit generate`` through it, and the exported SavedModel's
+``sample`` signature traces it too, so every setting behaves alike everywhere.
+
+Random numbers are counter-based: draw ``n`` of stream ``i`` of a seed is a hash of
+(seed, i, n), the same in XLA and TensorFlow, so a stream's text never depends on which
+other streams run beside it, in which row, or how the loop is cut into chunks.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import tensorflow as tf
 
 from seqkit.errors import SeqkitError
 from seqkit.text.vocab import UNKNOWN_ID
+
+_GOLDEN = 0x9E3779B97F4A7C15  # SplitMix64's increment
 
 
 def mask_unknown(logits: tf.Tensor) -> tf.Tensor:
@@ -31,41 +37,46 @@ def _is(value, constant) -> bool:
     return isinstance(value, (int, float)) and value == constant
 
 
+def _column(value, dtype, rows) -> tf.Tensor:
+    """A setting, one value for all rows or one per row, as a column [rows, 1]."""
+    return tf.broadcast_to(tf.reshape(tf.cast(value, dtype), [-1, 1]), [rows, 1])
+
+
 def filter_logits(logits: tf.Tensor, temperature=1.0, top_k=0, top_p=1.0) -> tf.Tensor:
     """Logits [batch, vocab] tempered, with the excluded ids at -inf (``top_k`` 0 and
-    ``top_p`` 1 exclude none). Each setting is a Python number or a scalar tensor."""
-    logits = mask_unknown(logits if _is(temperature, 1.0) else logits / temperature)
+    ``top_p`` 1 exclude none). Each setting is a number, or a tensor of one value per row
+    ([batch]); a Python 0 or 1 leaves its filter out of the graph."""
+    rows, vocab = tf.shape(logits)[0], tf.shape(logits)[-1]
+    if not _is(temperature, 1.0):
+        logits = logits / _column(temperature, logits.dtype, rows)
+    logits = mask_unknown(logits)
     neg_inf = tf.fill(tf.shape(logits), tf.constant(-float("inf"), logits.dtype))
-    vocab = tf.shape(logits)[-1]
     if not _is(top_k, 0):
-        k = tf.cast(top_k, tf.int32)
+        k = _column(top_k, tf.int32, rows)
         ordered = tf.sort(logits, direction="DESCENDING")
-        kth = tf.gather(ordered, tf.clip_by_value(k, 1, vocab) - 1, axis=-1)[:, None]
+        kth = tf.gather(ordered, tf.clip_by_value(k, 1, vocab) - 1, axis=1, batch_dims=1)
         logits = tf.where((k > 0) & (logits < kth), neg_inf, logits)
     if not _is(top_p, 1.0):
+        top_p = _column(top_p, logits.dtype, rows)
         ordered = tf.sort(logits, direction="DESCENDING")
         mass_before = tf.math.cumsum(tf.nn.softmax(ordered), axis=-1, exclusive=True)
         # keep the smallest prefix whose mass reaches top_p (the top id is always kept)
         kept = tf.where((mass_before < top_p) | (top_p >= 1.0), ordered, neg_inf)
-        threshold = tf.reduce_min(
-            tf.where(tf.math.is_inf(kept), tf.fill(tf.shape(kept), float("inf")), kept), -1, keepdims=True
-        )
+        inf = tf.fill(tf.shape(kept), float("inf"))
+        threshold = tf.reduce_min(tf.where(tf.math.is_inf(kept), inf, kept), -1, keepdims=True)
         logits = tf.where(logits < threshold, neg_inf, logits)
     return logits
 
 
 @dataclass(frozen=True)
 class Sampler:
-    """How the next character is chosen.
+    """How one stream chooses its next character.
 
     Args:
         temperature: > 0; below 1 sharpens the distribution, above 1 flattens it.
         top_k: sample among the k most likely characters only (0: all).
         top_p: sample among the most likely characters holding this much mass (1: all).
         greedy: always take the most likely character.
-
-    The settings are Python numbers, checked here; or scalar tensors (an exported graph's
-    inputs), which the graph takes as they come.
     """
 
     temperature: float = 1.0
@@ -74,76 +85,158 @@ class Sampler:
     greedy: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.temperature, (int, float)) and self.temperature <= 0:
+        if self.temperature <= 0:
             raise SeqkitError("`temperature` must be above 0; for the most likely characters use `greedy`.")
-        if isinstance(self.top_k, int) and self.top_k < 0:
+        if self.top_k < 0:
             raise SeqkitError("`top_k` must be 0 (off) or more.")
-        if isinstance(self.top_p, (int, float)) and not 0.0 < self.top_p <= 1.0:
+        if not 0.0 < self.top_p <= 1.0:
             raise SeqkitError("`top_p` must be in (0, 1].")
 
-    def __call__(self, log_probs: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """Next ids [batch] from log-probs [batch, vocab] with a stateless seed [2]."""
-        if self.greedy:
-            return tf.argmax(mask_unknown(log_probs), -1, output_type=tf.int32)
-        return draw(filter_logits(log_probs, self.temperature, self.top_k, self.top_p), seed)
+
+@dataclass(frozen=True)
+class Filters:
+    """Which filters a batch of samplers needs at all: the compiled loop leaves out the
+    sorts that no stream of it asks for (part of the loop's cache key)."""
+
+    top_k: bool
+    top_p: bool
+    greedy: bool
+
+    @classmethod
+    def of(cls, samplers) -> Filters:
+        return cls(
+            any(s.top_k > 0 for s in samplers), any(s.top_p < 1 for s in samplers), any(s.greedy for s in samplers)
+        )
 
 
-def draw(logits: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Ids [batch] drawn from logits [batch, vocab] (-inf: never) with a stateless seed [2].
+def settings(samplers) -> dict[str, np.ndarray]:
+    """The samplers' settings, one row each, as the loop takes them."""
+    return {
+        "temperature": np.array([s.temperature for s in samplers], np.float32),
+        "top_k": np.array([s.top_k for s in samplers], np.int32),
+        "top_p": np.array([s.top_p for s in samplers], np.float32),
+        "greedy": np.array([s.greedy for s in samplers], bool),
+    }
 
-    By the inverse of the running sum of the probabilities: one uniform number a row,
-    where ``tf.random.stateless_categorical`` takes one and two logarithms an id."""
+
+# -- random numbers -----------------------------------------------------------------------------
+def _u64(value: int) -> tf.Tensor:
+    return tf.constant(value & 0xFFFFFFFFFFFFFFFF, tf.uint64)
+
+
+def _mix(z: tf.Tensor) -> tf.Tensor:
+    """SplitMix64's finalizer: a bijection of uint64 that scatters neighbouring inputs."""
+    z = z + _u64(_GOLDEN)
+    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, _u64(30))) * _u64(0xBF58476D1CE4E5B9)
+    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, _u64(27))) * _u64(0x94D049BB133111EB)
+    return tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, _u64(31)))
+
+
+def stream_keys(seed, streams) -> tf.Tensor:
+    """The random key of each stream ``streams`` [batch] of ``seed``: uint64 [batch]."""
+    seed = tf.cast(tf.convert_to_tensor(seed, tf.int64), tf.uint64)
+    streams = tf.cast(tf.convert_to_tensor(streams, tf.int64), tf.uint64)
+    return _mix(_mix(seed) + streams * _u64(_GOLDEN))
+
+
+def uniforms(keys: tf.Tensor, counters: tf.Tensor) -> tf.Tensor:
+    """One uniform number in [0, 1) a row [batch, 1], for draw ``counters`` [batch] of the
+    streams ``keys`` [batch]."""
+    z = _mix(keys + tf.cast(tf.cast(counters, tf.int64), tf.uint64) * _u64(_GOLDEN))
+    return (tf.cast(tf.bitwise.right_shift(z, _u64(40)), tf.float32) * (2.0**-24))[:, None]
+
+
+def draw(logits: tf.Tensor, uniform: tf.Tensor) -> tf.Tensor:
+    """Ids [batch] drawn from logits [batch, vocab] (-inf: never) with one uniform number
+    in [0, 1) a row [batch, 1], by the inverse of the running sum of the probabilities."""
     probs = tf.exp(logits - tf.reduce_max(logits, -1, keepdims=True))
     cumulative = tf.math.cumsum(probs, axis=-1)
-    point = tf.random.stateless_uniform([tf.shape(logits)[0], 1], seed) * cumulative[:, -1:]
+    point = uniform * cumulative[:, -1:]
     ids = tf.reduce_sum(tf.cast(cumulative <= point, tf.int32), -1)  # the first id whose sum passes the point
-    # The point rounds up to the total about once in 2**24 draws: the last drawable id then.
+    # The point can round up to the total: the last drawable id then.
     last = tf.shape(logits)[-1] - 1 - tf.argmax(tf.reverse(probs > 0, [-1]), -1, output_type=tf.int32)
     return tf.minimum(ids, last)
 
 
-def sampling_loop(lm, sampler: Sampler, prime: tf.Tensor, prime_length, length, seed: tf.Tensor, packed=None):
-    """The sampling loop, for tracing: ids [length] continuing ``prime[:prime_length]``.
+def choose(log_probs: tf.Tensor, uniform: tf.Tensor, filters: Filters, params: dict) -> tf.Tensor:
+    """Each row's next id [batch] by its own settings (``params``: see :func:`settings`)."""
+    filtered = filter_logits(
+        log_probs,
+        params["temperature"],
+        params["top_k"] if filters.top_k else 0,
+        params["top_p"] if filters.top_p else 1.0,
+    )
+    ids = draw(filtered, uniform)
+    if filters.greedy:
+        ids = tf.where(params["greedy"], tf.argmax(mask_unknown(log_probs), -1, output_type=tf.int32), ids)
+    return ids
 
-    The prime runs through the same loop as the drawn characters, one step per character
-    (not a separate call over the whole sequence), so the loop is the whole program.
-    Draw ``n`` uses the stateless seed ``fold_in(seed, n)``. ``packed``: the native step's
-    weights (``SequenceEncoder.pack_step_weights``), or None for the cells' own steps.
+
+# -- the loop -----------------------------------------------------------------------------------
+def sampling_loop(lm, filters: Filters, steps, carry: dict, packed=None) -> tuple[dict, tf.Tensor, tf.Tensor]:
+    """The sampling loop, for tracing: ``steps`` steps of every row of a batch of streams.
+
+    ``carry`` holds, per row: ``states`` (the encoder's flat states), ``log_probs``
+    [batch, vocab] (the model's prediction for the row's next character), ``position``
+    [batch] (characters the row has taken in: prime, then drawn), ``prime`` [batch, P]
+    and ``prime_length`` [batch], ``keys`` [batch] (:func:`stream_keys`), and the settings
+    of :func:`settings`. A row takes in its prime, one character a step, then draws: its
+    draw ``n`` uses the uniform number ``(keys, n)``. Returns the carry after the steps,
+    the ids drawn [batch, steps] (-1 where the row was still taking in its prime) and each
+    drawn id's log-probability under the untempered model [batch, steps].
+
+    ``packed``: the native step's weights (``SequenceEncoder.pack_step_weights``), or
+    None for the cells' own steps.
     """
 
-    def body(i, log_probs, states, out):
-        drawn = sampler(log_probs, tf.random.experimental.stateless_fold_in(seed, i - prime_length))
-        ids = tf.where(i < prime_length, prime[tf.minimum(i, prime_length - 1)][None], drawn)
-        log_probs, states = lm.step_fn(ids, states, packed, i)
-        out = tf.tensor_scatter_nd_update(out, [[tf.maximum(i - prime_length, 0)]], ids)
-        return i + 1, log_probs, states, out
+    def body(t, states, log_probs, position, drawn, scores):
+        priming = position < carry["prime_length"]
+        index = tf.minimum(position, tf.shape(carry["prime"])[1] - 1)
+        from_prime = tf.gather(carry["prime"], index[:, None], batch_dims=1)[:, 0]
+        counters = tf.maximum(position - carry["prime_length"], 0)
+        chosen = choose(log_probs, uniforms(carry["keys"], counters), filters, carry)
+        ids = tf.where(priming, from_prime, chosen)
+        score = tf.gather(log_probs, ids[:, None], batch_dims=1)[:, 0]
+        drawn = drawn.write(t, tf.where(priming, -1, ids))
+        scores = scores.write(t, tf.where(priming, 0.0, score))
+        log_probs, states = lm.step_fn(ids, states, packed, t)
+        return t + 1, states, log_probs, position + 1, drawn, scores
 
-    start = (0, tf.zeros([1, lm.vocab.size]), lm.encoder.get_initial_state(1), tf.zeros([length], tf.int32))
-    return tf.while_loop(lambda i, *_: i < prime_length + length, body, start)[3]
-
-
-def sample(lm, prime_ids: np.ndarray, length: int, sampler: Sampler, seed: int = 0) -> str:
-    """``length`` characters continuing the prime ids, drawn by ``sampler`` (a
-    :class:`~seqkit.decode.lm.CharLM`'s compiled loop, one per sampler)."""
-    if length < 1:
-        raise SeqkitError("`length` must be at least 1.")
-    if sampler not in lm.sample_loops:
-        lm.sample_loops[sampler] = _compile(lm, sampler)
-    # Padded to a power of two, so that primes of similar lengths share one XLA program.
-    padded = np.zeros(max(16, 1 << (prime_ids.size - 1).bit_length()), np.int32)
-    padded[: prime_ids.size] = prime_ids
-    ids = lm.sample_loops[sampler](
-        padded, tf.constant(prime_ids.size), tf.constant(length), tf.constant([seed, 0], tf.int64)
+    start = (
+        0,
+        carry["states"],
+        carry["log_probs"],
+        carry["position"],
+        tf.TensorArray(tf.int32, size=steps, element_shape=[None]),
+        tf.TensorArray(tf.float32, size=steps, element_shape=[None]),
     )
-    return lm.vocab.decode(ids.numpy())
+    _, states, log_probs, position, drawn, scores = tf.while_loop(lambda t, *_: t < steps, body, start)
+    after = {**carry, "states": states, "log_probs": log_probs, "position": position}
+    return after, tf.transpose(drawn.stack()), tf.transpose(scores.stack())
 
 
-def _compile(lm, sampler: Sampler):
-    native = lm.steps_natively()
+def start_carry(lm, primes: list[np.ndarray], keys, samplers) -> dict:
+    """The loop's carry before the first step of streams with these prime ids (a list of
+    int arrays), random keys [batch] and samplers."""
+    width = max(16, 1 << (max(p.size for p in primes) - 1).bit_length())  # shared programs
+    prime = np.zeros((len(primes), width), np.int32)
+    for row, ids in enumerate(primes):
+        prime[row, : ids.size] = ids
+    return {
+        "states": lm.encoder.get_initial_state(len(primes)),
+        "log_probs": tf.zeros([len(primes), lm.vocab.size]),
+        "position": tf.zeros([len(primes)], tf.int32),
+        "prime": tf.constant(prime),
+        "prime_length": tf.constant([p.size for p in primes], tf.int32),
+        "keys": tf.convert_to_tensor(keys),
+        **{name: tf.constant(value) for name, value in settings(samplers).items()},
+    }
 
-    @tf.function(reduce_retracing=True, autograph=False, jit_compile=True)
-    def loop(prime, prime_length, length, seed):
-        packed = lm.encoder.pack_step_weights(lm.step_weights_dtype) if native else None
-        return sampling_loop(lm, sampler, prime, prime_length, length, seed, packed)
 
-    return loop
+def sample(lm, prime_ids: np.ndarray, length: int, sampler: Sampler, seed: int = 0, stream: int = 0) -> str:
+    """``length`` characters continuing the prime ids, drawn by ``sampler``: stream
+    ``stream`` of ``seed`` (the same text as that stream of a batch; see
+    :func:`seqkit.decode.streams.generate`)."""
+    from seqkit.decode.streams import generate
+
+    return generate(lm, [prime_ids], length, sampler, seed=seed, first_stream=stream)[0].text

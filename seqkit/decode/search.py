@@ -7,6 +7,7 @@ the tree expands one level per batched call. Neither ever proposes the unknown i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +15,7 @@ import tensorflow as tf
 
 from seqkit.decode.lm import CharLM
 from seqkit.decode.sampling import mask_unknown
+from seqkit.decode.streams import check_stops
 from seqkit.errors import SeqkitError
 
 
@@ -29,28 +31,51 @@ class Beam:
         return self.log_prob / max(1, len(self.text))
 
 
-def beam_search(lm: CharLM, prime_ids: np.ndarray, width: int, length: int) -> list[Beam]:
-    """The ``width`` most likely continuations of ``length`` characters found, best first."""
+def beam_search(
+    lm: CharLM,
+    prime_ids: np.ndarray,
+    width: int,
+    length: int,
+    stop: Sequence[str] = (),
+    include_stop: bool = False,
+) -> list[Beam]:
+    """The ``width`` most likely continuations of ``length`` characters found, best first
+    by total log-probability. A beam that produces one of the ``stop`` strings ends there
+    (its text without the stop string, unless ``include_stop``)."""
     if length < 1:
         raise SeqkitError("`length` must be at least 1.")
     if width < 1:
         raise SeqkitError("`width` must be at least 1.")
+    stops = check_stops(lm, stop)
     log_probs, states = lm.prime(prime_ids)
     allowed = mask_unknown(log_probs)[0].numpy()
     width = min(width, int(np.isfinite(allowed).sum()) ** length)
     scores = np.zeros(1)
     tokens = np.zeros((1, 0), np.int32)
+    finished: list[Beam] = []
     for _ in range(length):
         candidates = scores[:, None] + mask_unknown(log_probs).numpy()
         flat = candidates.ravel()
-        keep = min(width, int(np.isfinite(flat).sum()))
+        keep = min(width - len(finished), int(np.isfinite(flat).sum()))
         best = np.argsort(-flat, kind="stable")[:keep]
         rows, ids = best // candidates.shape[1], (best % candidates.shape[1]).astype(np.int32)
         tokens = np.concatenate([tokens[rows], ids[:, None]], axis=1)
         scores = flat[best]
+        going = np.ones(len(rows), bool)
+        for row, row_tokens in enumerate(tokens):
+            text = lm.vocab.decode(row_tokens)
+            ending = next((s for s in stops if text.endswith(s)), None)
+            if ending is not None:
+                finished.append(Beam(text if include_stop else text[: -len(ending)], float(scores[row])))
+                going[row] = False
+        if not going.any() or len(finished) >= width:
+            break
+        tokens, scores, rows, ids = tokens[going], scores[going], rows[going], ids[going]
         states = [tf.gather(s, rows) for s in states]
         log_probs, states = lm.step(ids, states)
-    return [Beam(lm.vocab.decode(t), float(s)) for t, s in zip(tokens, scores)]
+    else:
+        finished += [Beam(lm.vocab.decode(t), float(s)) for t, s in zip(tokens, scores)]
+    return sorted(finished, key=lambda beam: -beam.log_prob)[:width]
 
 
 @dataclass
@@ -72,12 +97,24 @@ class Node:
         }
 
 
-def prediction_tree(lm: CharLM, prime_ids: np.ndarray, width: int, depth: int) -> list[Node]:
-    """The ``width`` likeliest next characters, each expanded again, ``depth`` levels deep."""
+def prediction_tree(
+    lm: CharLM,
+    prime_ids: np.ndarray,
+    width: int,
+    depth: int,
+    stop: Sequence[str] = (),
+    mass: float | None = None,
+) -> list[Node]:
+    """The ``width`` likeliest next characters, each expanded again, ``depth`` levels deep;
+    a node whose path completes one of the ``stop`` strings is not expanded. With ``mass``,
+    each node keeps only its likeliest children that together hold that much probability
+    (at most ``width``)."""
     if width < 1 or depth < 1:
         raise SeqkitError("`width` and `depth` must be at least 1.")
+    stops = check_stops(lm, stop)
+    prime = lm.vocab.decode(prime_ids)
     log_probs, states = lm.prime(prime_ids)
-    frontier: list[Node] = []
+    frontier: list[tuple[Node, str]] = []
     roots: list[Node] = []
     path_logp = np.zeros(1)
     for level in range(depth):
@@ -86,14 +123,22 @@ def prediction_tree(lm: CharLM, prime_ids: np.ndarray, width: int, depth: int) -
         top = np.argsort(-logp, axis=1, kind="stable")[:, :k]
         children, rows, ids, new_logp = [], [], [], []
         for row in range(logp.shape[0]):
-            for i in top[row]:
+            parent, text = frontier[row] if level else (None, prime)
+            chosen = top[row]
+            if mass is not None:
+                held = np.cumsum(np.exp(logp[row, chosen]))
+                chosen = chosen[: int(np.searchsorted(held, mass)) + 1]
+            for i in chosen:
                 node = Node(lm.vocab.decode([i]), math.exp(logp[row, i]), math.exp(path_logp[row] + logp[row, i]))
-                (frontier[row].children if level else roots).append(node)
-                children.append(node)
+                (parent.children if parent is not None else roots).append(node)
+                path = text + node.char
+                if any(path.endswith(s) for s in stops):
+                    continue  # the stream would end here: a leaf
+                children.append((node, path))
                 rows.append(row)
                 ids.append(i)
                 new_logp.append(path_logp[row] + logp[row, i])
-        if level == depth - 1:
+        if level == depth - 1 or not children:
             break
         states = [tf.gather(s, rows) for s in states]
         log_probs, states = lm.step(np.asarray(ids, np.int32), states)
