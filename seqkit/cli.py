@@ -210,13 +210,16 @@ def _print_tree(nodes, indent: int = 0) -> None:
 @click.option(
     "--model", "model_dir", required=True, type=click.Path(file_okay=False), help="A train-char --out folder."
 )
-@click.option("--prime", default="", help="Text to continue.")
+@click.option("--prime", "primes", multiple=True, help="Text to continue; repeat it for one stream per prime.")
 @click.option("--length", default=200, show_default=True, type=int, help="Characters to generate.")
+@click.option("--num-samples", type=int, help="Streams to sample from the prime [1 per prime].")
+@click.option("--stop", "stops", multiple=True, help="End a stream at this string (repeatable; \\n understood).")
+@click.option("--include-stop", is_flag=True, help="Keep the stop string at the end of each text.")
 @click.option("--temperature", default=1.0, show_default=True, type=float, help="Sampling temperature.")
 @click.option("--top-k", default=0, show_default=True, type=int, help="Sample among the k likeliest (0: all).")
 @click.option("--top-p", default=1.0, show_default=True, type=float, help="Nucleus mass to sample from.")
 @click.option("--greedy", is_flag=True, help="Always take the likeliest character.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed: the same seed, the same text.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed: the same seed, the same texts.")
 @click.option("--beam", type=int, help="Beam search: print the N best continuations.")
 @click.option("--tree", is_flag=True, help="Show the prediction tree of likely next characters.")
 @click.option("--width", default=5, show_default=True, type=int, help="Tree: children per node.")
@@ -227,13 +230,16 @@ def _print_tree(nodes, indent: int = 0) -> None:
     "--half-weights/--float32-weights",
     default=None,
     help="Sampling: the native step's weights as float16, which halves what each character reads "
-    "[float16 where the native step runs].",
+    "[float16 where the CPU gains from it].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def generate(
     model_dir,
-    prime,
+    primes,
     length,
+    num_samples,
+    stops,
+    include_stop,
     temperature,
     top_k,
     top_p,
@@ -248,14 +254,21 @@ def generate(
     half_weights,
     as_json,
 ) -> None:
-    """Continue a prime by sampling, by --beam search, or show the --tree of predictions."""
+    """Continue a prime by sampling (many streams at once with --num-samples or several
+    --prime), by --beam search, or show the --tree of predictions."""
     import json
 
-    from seqkit.decode import CharLM, Sampler, beam_search, prediction_tree, sample
+    from seqkit.decode import CharLM, Sampler, beam_search, prediction_tree
+    from seqkit.decode import generate as sample_streams
+    from seqkit.decode.streams import unescape
 
     sampler = Sampler(temperature, top_k, top_p, greedy)
     if beam is not None and beam < 1:
         raise SeqkitError("--beam must be at least 1.")
+    primes = list(primes) or [""]
+    if (tree or beam is not None) and (len(primes) > 1 or num_samples is not None):
+        raise click.UsageError("--tree and --beam take one --prime and no --num-samples.")
+    stops = [unescape(stop) for stop in stops]
     lm = CharLM.load(model_dir)
     lm.half_weights = half_weights
     if half_weights is not None and (tree or beam is not None):
@@ -263,14 +276,15 @@ def generate(
             "note: --half-weights and --float32-weights apply to sampling only; the tree and beam search use float32.",
             err=True,
         )
-    ids = lm.encode_prime(prime, drop_unknown)
+    ids = [lm.encode_prime(prime, drop_unknown) for prime in primes]
+    prime = primes[0]
     if tree:
         usable = lm.vocab.size - 1
         if width > usable:
             click.echo(
                 f"note: --width {width} is more than the {usable} characters the model knows; using {usable}.", err=True
             )
-        nodes = prediction_tree(lm, ids, min(width, usable), depth)
+        nodes = prediction_tree(lm, ids[0], min(width, usable), depth, stop=stops)
         if plot_path:
             from seqkit.plots import plot_tree
 
@@ -280,21 +294,56 @@ def generate(
         else:
             click.echo(f"after {prime!r}:")
             _print_tree(nodes, 1)
-    elif beam is not None:
+        return
+    if beam is not None:
         _rename(width="--beam")
-        beams = beam_search(lm, ids, beam, length)
+        beams = beam_search(lm, ids[0], beam, length, stop=stops, include_stop=include_stop)
         if as_json:
             rows = [{"text": b.text, "log_prob": b.log_prob, "log_prob_per_char": b.per_char} for b in beams]
             click.echo(json.dumps({"prime": prime, "beams": rows}, ensure_ascii=False, indent=1))
         else:
             for b in beams:
                 click.echo(f"{b.log_prob:9.3f}  {b.per_char:7.4f}/char  {prime}{b.text}")
-    else:
-        text = sample(lm, ids, length, sampler, seed)
-        if as_json:
-            click.echo(json.dumps({"prime": prime, "text": text, "seed": seed}, ensure_ascii=False))
+        return
+    streaming = not as_json and len(primes) == 1 and (num_samples or 1) == 1 and sys.stdout.isatty()
+    if streaming:  # the characters as they are made
+        click.echo(prime, nl=False)
+    on_text = (lambda row, text: click.echo(text, nl=False)) if streaming else None
+    samples = sample_streams(
+        lm,
+        ids,
+        length,
+        sampler,
+        seed=seed,
+        stop=stops,
+        include_stop=include_stop,
+        on_text=on_text,
+        num_samples=num_samples if num_samples is not None or len(primes) == 1 else None,
+    )
+    texts = [(primes[0] if len(primes) == 1 else primes[i]) for i in range(len(samples))]
+    if as_json:
+        rows = [{"prime": p, **s.to_dict()} for p, s in zip(texts, samples)]
+        if len(rows) == 1:
+            click.echo(json.dumps({**rows[0], "seed": seed}, ensure_ascii=False))
         else:
-            click.echo(prime + text)
+            click.echo(json.dumps({"seed": seed, "samples": rows}, ensure_ascii=False, indent=1))
+    elif streaming:
+        click.echo()
+    elif len(samples) == 1:
+        click.echo(texts[0] + samples[0].text)
+    else:
+        _print_samples([p + s.text for p, s in zip(texts, samples)])
+
+
+def _print_samples(texts: list[str]) -> None:
+    """Several texts: one a line where every one is a single line, else in numbered blocks."""
+    if not any("\n" in text for text in texts):
+        for text in texts:
+            click.echo(text)
+        return
+    for number, text in enumerate(texts, 1):
+        click.echo(f"{'' if number == 1 else chr(10)}--- sample {number} of {len(texts)} ---")
+        click.echo(text)
 
 
 @main.command()
@@ -348,13 +397,37 @@ def export(model_dir, out) -> None:
     click.echo(f"SavedModel in {path}: signatures serving_default (next-character probabilities) and sample.")
 
 
+@main.command()
+@click.option(
+    "--model", "model_dir", required=True, type=click.Path(file_okay=False), help="A train-char --out folder."
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one).")
+@click.option("--name", help="The model's name in /v1/models/NAME [the run folder's name].")
+@click.option("--cors", help="Let pages of this origin call the API (e.g. https://example.org) [off].")
+@click.option("--max-concurrent", default=128, show_default=True, type=click.IntRange(min=1), help="Requests at once.")
+@click.option("--max-length", default=2000, show_default=True, type=click.IntRange(min=1), help="Characters a stream.")
+@click.option("--max-samples", default=64, show_default=True, type=click.IntRange(min=1), help="Streams a request.")
+@click.option("--max-prime", default=1024, show_default=True, type=click.IntRange(min=1), help="Characters a prime.")
+@click.option("--max-tree", default=2000, show_default=True, type=click.IntRange(min=1), help="Nodes a tree.")
+@click.option("--max-body", default=1 << 20, show_default=True, type=click.IntRange(min=64), help="Bytes a request.")
+def serve(model_dir, host, port, name, cors, max_concurrent, max_length, max_samples, max_prime, max_tree, max_body):
+    """Serve a model over HTTP: TensorFlow Serving's REST API, seqkit's own, and a page at /."""
+    from seqkit.serve.app import Limits
+    from seqkit.serve.server import prepare, run
+
+    limits = Limits(max_body, max_prime, max_length, max_samples, max_tree, max_concurrent)
+    app, name = prepare(model_dir, name, limits, cors)
+    run(app, name, host, port)
+
+
 @main.group()
 def bench() -> None:
     """Regression benchmarks of the sequence core."""
 
 
 @bench.command("mnist")
-@click.option("--quick", is_flag=True, help="CI / first-run profile: a subset, about a minute.")
+@click.option("--quick", is_flag=True, help="CI / first-run profile: one epoch on a subset.")
 @click.option("--cell", type=click.Choice(["lstm", "gru", "rnn", "peephole"]), help="Recurrent cell.")
 @click.option("--layers", type=click.IntRange(min=1), help="Stacked recurrent layers.")
 @click.option("--units", type=click.IntRange(min=1), help="State size of each layer.")
@@ -370,9 +443,13 @@ def bench() -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Data directory.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures as JSON.")
 @click.option("--baseline", type=click.Path(dir_okay=False), help="Baseline JSON to compare with.")
-@click.option("--no-baseline", is_flag=True, help="Do not compare with the committed baseline.")
+@click.option("--no-baseline", is_flag=True, help="Do not compare with the shipped baseline.")
 @click.option("--accuracy-tolerance", type=click.FloatRange(min=0), help="Allowed accuracy drop.")
-@click.option("--speed-tolerance", type=click.FloatRange(0, 1), help="Allowed relative speed drop.")
+@click.option(
+    "--speed-tolerance",
+    type=click.FloatRange(0, 1),
+    help="Fail when machine-adjusted speed drops by more than this share [off: speed is reported].",
+)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write curves as PNG.")
 @_distribution_options
 def bench_mnist(
@@ -380,30 +457,40 @@ def bench_mnist(
 ) -> None:
     """Train and evaluate the row-sequence MNIST classifier; compare with a baseline.
 
-    Exits 1, naming the figure, when test accuracy or machine-adjusted speed regresses
-    beyond its tolerance against the baseline (by default benchmarks/mnist-PROFILE.json).
+    By default the run compares with the baseline shipped for its profile and code path
+    (which kernels run the recurrent layers); exits 1, naming the figure, when test
+    accuracy or machine-adjusted speed regresses beyond its tolerance.
     """
     from seqkit.fileio import read_json, write_json
     from seqkit.mnist import bench as mnist_bench
 
     profile = "quick" if quick else "default"
     config = mnist_bench.profile_config(profile, **options)
-    baseline_path = None if no_baseline else baseline or mnist_bench.default_baseline(profile)
-    base = read_json(baseline_path, "baseline") if baseline_path else None
-    if base is not None and not baseline and mnist_bench.baseline_settings(base) != config.comparable():
-        click.echo(f"Not comparing with {baseline_path}: the options differ from its profile's.")
-        base = None
+    if baseline:  # its settings before anything else; its code path once the kernels are chosen
+        mnist_bench.check_baseline(read_json(baseline, "baseline"), config)
+    chosen: list = []
 
-    result = mnist_bench.run(config, data_dir=data_dir, strategy=strategy, worker_timeout=worker_timeout)
+    def choose(path: dict) -> None:
+        if no_baseline:
+            click.echo("No baseline compared (--no-baseline).", err=True)
+            return
+        found, line = mnist_bench.choose_baseline(config, path, baseline)
+        click.echo(line, err=True)
+        chosen.append(found)
+
+    result = mnist_bench.run(
+        config, data_dir=data_dir, strategy=strategy, worker_timeout=worker_timeout, on_start=choose
+    )
     if not result["chief"]:
         click.echo(f"Worker done: test accuracy {result['test_accuracy']:.4f}; the chief reports and writes.")
         return
+    base = chosen[0] if chosen else None
     cmp = mnist_bench.compare(result, base, config) if base is not None else None
-    click.echo("\nResults" + (f" (baseline {baseline_path})" if cmp else ""))
+    click.echo("\nResults" + (f" (baseline {base.path})" if cmp else ""))
     click.echo(mnist_bench.format_table(result, cmp))
     if json_path:
         if cmp is not None:
-            result["comparison"] = {"baseline": str(baseline_path), **vars(cmp)}
+            result["comparison"] = {"baseline": str(base.path), **vars(cmp)}
         write_json(json_path, result)
     if plot_path:
         mnist_bench.plot(result, plot_path)
