@@ -153,11 +153,13 @@ def _kernel_options(command):
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), help="Held-out tail.")
 @click.option("--normalization", type=click.Choice(["NFC", "none"]), help="Unicode normalization.")
 @click.option("--encoding", default="utf-8", show_default=True, help="The corpus's text encoding.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Data directory, for a corpus given by name.")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming from --out.")
 @_distribution_options
-def train_char(corpus, out, encoding, fresh, strategy, worker_timeout, **options) -> None:
-    """Train a character language model on a text file (resumes when run again)."""
+def train_char(corpus, out, encoding, data_dir, fresh, strategy, worker_timeout, **options) -> None:
+    """Train a character language model on a text file, or a corpus of the data registry by
+    name (tinyshakespeare, downloaded and verified on first use); resumes when run again."""
     import signal
     from pathlib import Path
 
@@ -173,7 +175,14 @@ def train_char(corpus, out, encoding, fresh, strategy, worker_timeout, **options
     signal.signal(signal.SIGTERM, stop)
     try:
         metrics = run(
-            corpus, out, config, fresh=fresh, encoding=encoding, strategy=strategy, worker_timeout=worker_timeout
+            corpus,
+            out,
+            config,
+            fresh=fresh,
+            encoding=encoding,
+            strategy=strategy,
+            worker_timeout=worker_timeout,
+            data_dir=data_dir,
         )
     except KeyboardInterrupt:
         click.echo(f"seqkit: interrupted; the last checkpoint is in {out}; run the same command to resume.", err=True)

@@ -130,3 +130,18 @@ def load_bytes(dataset: str, filename: str, root: str | os.PathLike | None = Non
             raise SeqkitError(f"{dataset}/{filename} is not in {where}.")
         path = _download(dataset, filename, where)
     return _verified(path, entry["sha256"])
+
+
+def corpora() -> list[str]:
+    """Names of the registry's sets that are one text to train on (``train-char NAME``)."""
+    return sorted(name for name, entry in registry().items() if entry.get("corpus"))
+
+
+def corpus_path(name: str, root: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """The verified text file of the registry's corpus ``name``, downloaded if missing."""
+    filename = registry()[name]["corpus"]
+    load_bytes(name, filename, root, download)  # found (or fetched) and verified
+    path = find(name, filename, root)
+    if path is None or path.suffix == ".gz":
+        raise SeqkitError(f"{name}/{filename} must be stored uncompressed in {folder(name, root)}.")
+    return path

@@ -60,6 +60,16 @@ ROWS = [
         "... does not exist or is not a file.",
     ),
     Row(
+        "unknown corpus name",
+        ["train-char", "shakespear", "--out", "{tmp}/out"],
+        1,
+        _error(
+            "shakespear is neither a file nor a corpus of the data registry (tinyshakespeare): check the path, "
+            "or give one of those names."
+        ),
+        "... is neither a file nor a corpus of the data registry (...): check the path, or give one of those names.",
+    ),
+    Row(
         "empty corpus",
         ["train-char", "{tmp}/empty.txt", "--out", "{tmp}/out"],
         1,

@@ -218,3 +218,15 @@ def test_bf16_recurrence_without_native_kernels_ends_in_one_line(corpus, tmp_pat
     assert result.returncode == 1
     assert "bf16 recurrence runs in the native LSTM kernels" in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_corpus_by_name_comes_from_the_data_directory_and_a_path_wins(tmp_path, monkeypatch, shared_data):
+    from seqkit.text.train_char import resolve_corpus
+
+    assert resolve_corpus("tinyshakespeare", shared_data) == shared_data / "tinyshakespeare" / "input.txt"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tinyshakespeare").write_text("my own text", encoding="utf-8")
+    assert resolve_corpus("tinyshakespeare", shared_data).resolve() == tmp_path / "tinyshakespeare"  # the path wins
+    with pytest.raises(SeqkitError, match="neither a file nor a corpus of the data registry \\(tinyshakespeare\\)"):
+        resolve_corpus("shakespear", shared_data)
+    assert str(resolve_corpus("missing.txt", shared_data)) == "missing.txt"  # reading it says it is missing

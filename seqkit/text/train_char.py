@@ -14,6 +14,7 @@ from pathlib import Path
 
 from seqkit.config import override
 from seqkit.core.trainer import Record, TrainConfig
+from seqkit.errors import SeqkitError
 from seqkit.text.char_model import CharModelConfig
 from seqkit.text.run_folder import CURVES, LOGS, MODEL, RunFolder
 from seqkit.text.vocab import Vocabulary
@@ -84,6 +85,25 @@ def _row(record: Record) -> dict:
     return row
 
 
+def resolve_corpus(corpus: str | Path, data_dir: str | Path | None = None) -> Path:
+    """The text file a corpus argument names: a path that exists, else a corpus of the data
+    registry by name (``tinyshakespeare``), found in the data directory or downloaded and
+    verified. A path always wins over a name."""
+    from seqkit import datasets
+
+    path = Path(corpus)
+    if path.exists():
+        return path
+    if str(corpus) in datasets.corpora():
+        return datasets.corpus_path(str(corpus), data_dir)
+    if len(path.parts) == 1 and not path.suffix:  # a word, as a name would be
+        raise SeqkitError(
+            f"{corpus} is neither a file nor a corpus of the data registry ({', '.join(datasets.corpora())}): "
+            "check the path, or give one of those names."
+        )
+    return path  # missing: reading it says so
+
+
 def train_char(
     corpus_path: str | Path,
     out_dir: str | Path,
@@ -93,16 +113,20 @@ def train_char(
     verbose: bool = True,
     strategy: str = "auto",
     worker_timeout: float = 300.0,
+    data_dir: str | Path | None = None,
 ) -> dict:
     """Train (or resume training) a character model; return the contents of metrics.json.
 
+    ``corpus_path`` is a text file, or the name of a corpus of the data registry (looked
+    up in ``data_dir``, else the data directory, and downloaded where missing).
     ``strategy`` names a :func:`seqkit.distribute.make_strategy` strategy; in a cluster
     every worker runs this same call, and only the chief writes to ``out_dir``.
     """
     from seqkit.distribute import distributed
 
+    corpus = resolve_corpus(corpus_path, data_dir)
     with distributed(strategy, worker_timeout) as distribution:  # before any other TF operation
-        return _train(corpus_path, Path(out_dir), config or CharConfig(), fresh, encoding, verbose, distribution)
+        return _train(corpus, Path(out_dir), config or CharConfig(), fresh, encoding, verbose, distribution)
 
 
 def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: str, verbose: bool, strategy) -> dict:
