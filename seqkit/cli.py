@@ -126,7 +126,7 @@ def _kernel_options(command):
 
 
 @main.command("train-char")
-@click.argument("corpus", type=click.Path(dir_okay=False))
+@click.argument("corpus", nargs=-1, required=True, type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [runs/CORPUS-NAME].")
 @click.option("--cell", type=click.Choice(["lstm", "gru", "rnn", "peephole"]), help="Recurrent cell.")
 @click.option("--layers", type=click.IntRange(min=1), help="Stacked recurrent layers.")
@@ -154,12 +154,15 @@ def _kernel_options(command):
 @click.option("--normalization", type=click.Choice(["NFC", "none"]), help="Unicode normalization.")
 @click.option("--encoding", default="utf-8", show_default=True, help="The corpus's text encoding.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Data directory, for a corpus given by name.")
+@click.option("--include", multiple=True, help="In folders, only files matching this glob (repeatable, e.g. '*.py').")
+@click.option("--strict", is_flag=True, help="Refuse a file in a folder that is not text, instead of skipping it.")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming from --out.")
 @_distribution_options
-def train_char(corpus, out, encoding, data_dir, fresh, strategy, worker_timeout, **options) -> None:
-    """Train a character language model on a text file, or a corpus of the data registry by
-    name (tinyshakespeare, downloaded and verified on first use); resumes when run again."""
+def train_char(corpus, out, encoding, data_dir, include, strict, fresh, strategy, worker_timeout, **options) -> None:
+    """Train a character language model on text files and folders (each file a document), or
+    a corpus of the data registry by name (tinyshakespeare, downloaded and verified on first
+    use); resumes when run again."""
     import signal
     from pathlib import Path
 
@@ -167,7 +170,7 @@ def train_char(corpus, out, encoding, data_dir, fresh, strategy, worker_timeout,
     from seqkit.text.train_char import train_char as run
 
     config = char_config(**options)
-    out = out or str(Path("runs") / Path(corpus).stem)
+    out = out or str(Path("runs") / Path(corpus[0]).resolve().stem)
 
     def stop(signum, frame):
         raise KeyboardInterrupt
@@ -183,6 +186,8 @@ def train_char(corpus, out, encoding, data_dir, fresh, strategy, worker_timeout,
             strategy=strategy,
             worker_timeout=worker_timeout,
             data_dir=data_dir,
+            include=include,
+            strict=strict,
         )
     except KeyboardInterrupt:
         click.echo(f"seqkit: interrupted; the last checkpoint is in {out}; run the same command to resume.", err=True)

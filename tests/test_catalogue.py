@@ -70,6 +70,30 @@ ROWS = [
         "... is neither a file nor a corpus of the data registry (...): check the path, or give one of those names.",
     ),
     Row(
+        "an empty folder",
+        ["train-char", "{tmp}/folder", "--out", "{tmp}/out"],
+        1,
+        _error("The folder {tmp}/folder holds no files to learn from."),
+        "The folder ... holds no files to learn from.",
+        prepare="empty_folder",
+    ),
+    Row(
+        "a folder with no file matching include",
+        ["train-char", "{tmp}/folder", "--out", "{tmp}/out", "--include", "*.py"],
+        1,
+        _error("No file in {tmp}/folder matches --include (*.py)."),
+        "No file in ... matches --include (...).",
+        prepare="text_folder",
+    ),
+    Row(
+        "a folder of files that are not text",
+        ["train-char", "{tmp}/folder", "--out", "{tmp}/out"],
+        1,
+        _error("None of the 1 files in {tmp}/folder is utf-8 text: check --encoding."),
+        "None of the N files in ... is ... text: check --encoding.",
+        prepare="binary_folder",
+    ),
+    Row(
         "empty corpus",
         ["train-char", "{tmp}/empty.txt", "--out", "{tmp}/out"],
         1,
@@ -486,6 +510,9 @@ def _baseline(tmp: Path, name: str, **changes) -> None:
 
 PREPARE = {
     "empty_corpus": lambda tmp, model: (tmp / "empty.txt").write_text(""),
+    "empty_folder": lambda tmp, model: (tmp / "folder").mkdir(),
+    "text_folder": lambda tmp, model: ((tmp / "folder").mkdir(), (tmp / "folder" / "a.txt").write_text(SENTENCE)),
+    "binary_folder": lambda tmp, model: ((tmp / "folder").mkdir(), (tmp / "folder" / "a.bin").write_bytes(b"\xff\xfe")),
     "binary_corpus": lambda tmp, model: (tmp / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256))),
     "short_corpus": lambda tmp, model: (tmp / "short.txt").write_text("too short"),
     "one_line_corpus": lambda tmp, model: (tmp / "one-line.txt").write_text(SENTENCE.strip() * 2000),

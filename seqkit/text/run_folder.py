@@ -29,6 +29,7 @@ CONFIG, VOCAB, MODEL, METRICS, HISTORY, CURVES = (
     "curves.png",
 )
 CHECKPOINTS, BEST, LOGS = "checkpoints", "best", "logs"
+DOCUMENTS = "documents.txt"  # a corpus of several files, joined (seqkit.text.documents)
 OUTPUTS = (CHECKPOINTS, BEST, LOGS, HISTORY, METRICS, MODEL, CURVES)  # what a fresh start clears
 
 

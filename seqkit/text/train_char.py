@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from seqkit.config import override
 from seqkit.core.trainer import Record, TrainConfig
 from seqkit.errors import SeqkitError
 from seqkit.text.char_model import CharModelConfig
-from seqkit.text.run_folder import CURVES, LOGS, MODEL, RunFolder
+from seqkit.text.run_folder import CURVES, DOCUMENTS, LOGS, MODEL, RunFolder
 from seqkit.text.vocab import Vocabulary
 
 NATS_PER_BIT = math.log(2.0)
@@ -105,7 +106,7 @@ def resolve_corpus(corpus: str | Path, data_dir: str | Path | None = None) -> Pa
 
 
 def train_char(
-    corpus_path: str | Path,
+    corpus_path: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     config: CharConfig | None = None,
     fresh: bool = False,
@@ -114,17 +115,36 @@ def train_char(
     strategy: str = "auto",
     worker_timeout: float = 300.0,
     data_dir: str | Path | None = None,
+    include: Sequence[str] = (),
+    strict: bool = False,
 ) -> dict:
     """Train (or resume training) a character model; return the contents of metrics.json.
 
-    ``corpus_path`` is a text file, or the name of a corpus of the data registry (looked
-    up in ``data_dir``, else the data directory, and downloaded where missing).
-    ``strategy`` names a :func:`seqkit.distribute.make_strategy` strategy; in a cluster
-    every worker runs this same call, and only the chief writes to ``out_dir``.
+    Args:
+        corpus_path: a text file; the name of a corpus of the data registry (looked up in
+            ``data_dir``, else the data directory, and downloaded where missing); or
+            several files and folders, whose documents are joined
+            (:mod:`seqkit.text.documents`; ``include`` globs pick a folder's files,
+            ``strict`` refuses a file that is not text instead of skipping it).
+        out_dir: the run folder.
+        strategy: a :func:`seqkit.distribute.make_strategy` strategy; in a cluster every
+            worker runs this same call, and only the chief writes to ``out_dir``.
     """
     from seqkit.distribute import distributed
+    from seqkit.text.documents import collect, join
 
-    corpus = resolve_corpus(corpus_path, data_dir)
+    paths = [corpus_path] if isinstance(corpus_path, (str, Path)) else list(corpus_path)
+    if not paths:
+        raise SeqkitError("Give a corpus: a text file, a folder, or a corpus name.")
+    resolved = [resolve_corpus(path, data_dir) for path in paths]
+    corpus = resolved[0]
+    if len(resolved) > 1 or corpus.is_dir():
+        documents = collect(resolved, include, strict, encoding)
+        corpus, characters = join(documents, Path(out_dir) / DOCUMENTS)
+        encoding = "utf-8"
+        if verbose:
+            skipped = f"; skipped {documents.describe_skipped()}" if documents.skipped else ""
+            print(f"Read {len(documents.files):,} files, {characters:,} characters{skipped}.", flush=True)
     with distributed(strategy, worker_timeout) as distribution:  # before any other TF operation
         return _train(corpus, Path(out_dir), config or CharConfig(), fresh, encoding, verbose, distribution)
 
