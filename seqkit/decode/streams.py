@@ -167,6 +167,8 @@ def generate(
             raise SeqkitError(f"`num_samples` must be at least 1, got {num_samples}.")
         if len(primes) != 1:
             raise SeqkitError("Give one prime for `num_samples` streams, or one prime per stream.")
+        longest = length if isinstance(length, int) else max(length)
+        check_batch(lm, num_samples, primes[0].size + longest)  # before any list of that size
         primes = primes * num_samples
     count = len(primes)
     lengths = [length] * count if isinstance(length, int) else list(length)
