@@ -151,6 +151,7 @@ def _kernel_options(command):
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True), help="Training seconds allowed.")
 @click.option("--eval-every", type=click.IntRange(min=1), help="Steps between evaluations.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), help="Held-out tail.")
+@click.option("--val-chars", type=click.IntRange(min=1), help="Held-out characters an evaluation reads at most.")
 @click.option("--normalization", type=click.Choice(["NFC", "none"]), help="Unicode normalization.")
 @click.option("--encoding", default="utf-8", show_default=True, help="The corpus's text encoding.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Data directory, for a corpus given by name.")

@@ -170,3 +170,14 @@ def test_other_encodings_by_name(tmp_path):
 def test_a_corpus_shorter_than_one_window_is_refused():
     with pytest.raises(SeqkitError, match="fewer than one window"):
         train_windows(np.arange(50, dtype=np.uint16), seq_len=100, batch_size=2, seed=0)
+
+
+def test_an_evaluation_reads_a_fixed_sample_of_a_long_held_out_text():
+    from seqkit.text.corpus import VAL_BLOCK, validation_sample
+
+    ids = np.arange(1_000_000, dtype=np.int32)
+    assert validation_sample(ids[:5000], 10_000) is not None and len(validation_sample(ids[:5000], 10_000)) == 5000
+    sample = validation_sample(ids, 20 * VAL_BLOCK)
+    assert len(sample) == 20 * VAL_BLOCK and sample[0] == 0 and sample[-1] == len(ids) - 1  # spread end to end
+    np.testing.assert_array_equal(sample, validation_sample(ids, 20 * VAL_BLOCK))  # the same every time
+    assert (np.diff(sample.reshape(20, VAL_BLOCK), axis=1) == 1).all()  # whole blocks

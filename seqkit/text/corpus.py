@@ -223,6 +223,21 @@ def train_windows(ids: np.ndarray, seq_len: int, batch_size: int, seed: int, sta
     return windows.map(_split).prefetch(tf.data.AUTOTUNE)
 
 
+VAL_BLOCK = 4096  # characters of a block of the validation sample
+
+
+def validation_sample(ids: np.ndarray, limit: int) -> np.ndarray:
+    """The held-out ids an evaluation reads: all of them up to ``limit`` characters; beyond
+    it, ``limit // VAL_BLOCK`` blocks of VAL_BLOCK characters spread evenly over them (the
+    same blocks every evaluation and every run), so that an evaluation of a huge corpus
+    takes as long as one of a small one."""
+    if len(ids) <= limit or limit < VAL_BLOCK:
+        return ids if len(ids) <= limit else ids[:limit]
+    blocks = limit // VAL_BLOCK
+    starts = np.linspace(0, len(ids) - VAL_BLOCK, blocks).astype(np.int64)
+    return np.concatenate([ids[s : s + VAL_BLOCK] for s in starts])
+
+
 def eval_windows(ids: np.ndarray, seq_len: int, batch_size: int):
     """Consecutive, non-overlapping windows over all of ``ids`` (shorter if ``ids`` is short)."""
     import tensorflow as tf

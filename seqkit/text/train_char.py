@@ -32,6 +32,8 @@ class CharConfig:
         seq_len: characters per training window (the targets are shifted by one).
         batch_size: windows per step (the global batch).
         val_fraction: the last part of the text held out for validation.
+        val_chars: the most held-out characters an evaluation reads (evenly spread blocks
+            of them beyond this; see ``corpus.validation_sample``).
         normalization: ``NFC`` or ``none``.
         eval_every: steps between evaluations and checkpoints.
         max_time: training seconds allowed in all (evaluation excluded); None for no limit.
@@ -43,6 +45,7 @@ class CharConfig:
     seq_len: int = 64
     batch_size: int = 16
     val_fraction: float = 0.1
+    val_chars: int = 1_000_000
     normalization: str = "NFC"
     eval_every: int = 200
     max_time: float | None = None
@@ -156,7 +159,7 @@ def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: st
     from seqkit.core.trainer import Trainer
     from seqkit.distribute import is_chief
     from seqkit.text.char_model import build_char_model
-    from seqkit.text.corpus import eval_windows, read_corpus, train_windows, windows_per_epoch
+    from seqkit.text.corpus import eval_windows, read_corpus, train_windows, validation_sample, windows_per_epoch
 
     chief = is_chief(strategy)
     verbose = verbose and chief
@@ -185,11 +188,14 @@ def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: st
     resumed = not fresh and trainer.restore()
     trainer.check_workers_agree()
     train_ds = train_windows(corpus.train_ids, config.seq_len, config.batch_size, config.seed, trainer.step)
-    val_ds = eval_windows(corpus.val_ids, config.seq_len, config.batch_size) if len(corpus.val_ids) > 1 else None
+    val_ids = validation_sample(corpus.val_ids, config.val_chars)
+    val_ds = eval_windows(val_ids, config.seq_len, config.batch_size) if len(val_ids) > 1 else None
     if verbose:
         print(
             f"{'Resuming at step ' + str(trainer.step) if resumed else 'Training'}: {len(corpus.train_ids):,} "
-            f"training and {len(corpus.val_ids):,} validation characters, {corpus.vocab.size - 1} distinct; "
+            f"training and {len(corpus.val_ids):,} validation characters"
+            + (f" (evaluations read {len(val_ids):,})" if len(val_ids) < len(corpus.val_ids) else "")
+            + f", {corpus.vocab.size - 1} distinct; "
             f"{model_config.layers} x {model_config.cell} {model_config.units}, "
             f"{trainer.model.count_params():,} parameters; "
             f"{steps_per_epoch} steps per epoch, "
