@@ -155,12 +155,17 @@ def _kernel_options(command):
 @click.option("--normalization", type=click.Choice(["NFC", "none"]), help="Unicode normalization.")
 @click.option("--encoding", default="utf-8", show_default=True, help="The corpus's text encoding.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Data directory, for a corpus given by name.")
+@click.option(
+    "--init-from", type=click.Path(file_okay=False), help="Fine-tune: start from this run's weights and vocabulary."
+)
 @click.option("--include", multiple=True, help="In folders, only files matching this glob (repeatable, e.g. '*.py').")
 @click.option("--strict", is_flag=True, help="Refuse a file in a folder that is not text, instead of skipping it.")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming from --out.")
 @_distribution_options
-def train_char(corpus, out, encoding, data_dir, include, strict, fresh, strategy, worker_timeout, **options) -> None:
+def train_char(
+    corpus, out, encoding, data_dir, init_from, include, strict, fresh, strategy, worker_timeout, **options
+) -> None:
     """Train a character language model on text files and folders (each file a document), or
     a corpus of the data registry by name (tinyshakespeare, downloaded and verified on first
     use); resumes when run again."""
@@ -170,6 +175,10 @@ def train_char(corpus, out, encoding, data_dir, include, strict, fresh, strategy
     from seqkit.text.train_char import char_config
     from seqkit.text.train_char import train_char as run
 
+    if init_from:  # before anything is read or written: the base's shape wins, in one line
+        from seqkit.text.train_char import check_base
+
+        check_base(init_from, options)
     config = char_config(**options)
     out = out or str(Path("runs") / Path(corpus[0]).resolve().stem)
 
@@ -189,6 +198,7 @@ def train_char(corpus, out, encoding, data_dir, include, strict, fresh, strategy
             data_dir=data_dir,
             include=include,
             strict=strict,
+            init_from=init_from,
         )
     except KeyboardInterrupt:
         click.echo(f"seqkit: interrupted; the last checkpoint is in {out}; run the same command to resume.", err=True)

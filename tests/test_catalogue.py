@@ -94,6 +94,27 @@ ROWS = [
         prepare="binary_folder",
     ),
     Row(
+        "fine-tuning from a folder without a model",
+        ["train-char", "{corpus}", "--out", "{tmp}/out", "--init-from", "{tmp}/nowhere"],
+        1,
+        _error(
+            "{tmp}/nowhere holds no trained model (config.json and vocab.json are missing): point --init-from at "
+            "a seqkit train-char output folder."
+        ),
+        "... holds no trained model (config.json and vocab.json are missing): point --init-from at a seqkit "
+        "train-char output folder.",
+    ),
+    Row(
+        "fine-tuning to another shape",
+        ["train-char", "{corpus}", "--out", "{tmp}/out", "--init-from", "{model}", "--units", "64"],
+        1,
+        _error(
+            "--units 64 disagrees with the base model (1 x lstm 32, embedding 8): a fine-tuned model keeps its "
+            "base's shape; leave them out."
+        ),
+        "... disagrees with the base model (...): a fine-tuned model keeps its base's shape; leave them out.",
+    ),
+    Row(
         "empty corpus",
         ["train-char", "{tmp}/empty.txt", "--out", "{tmp}/out"],
         1,

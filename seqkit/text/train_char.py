@@ -83,6 +83,26 @@ def char_config(**settings) -> CharConfig:
     return config
 
 
+def _unseen(corpus_path, encoding: str, vocab: Vocabulary) -> str | None:
+    """What of the corpus the base model never saw, in a sentence, or None."""
+    from collections import Counter
+
+    from seqkit.text.vocab import describe
+
+    counts: Counter = Counter()
+    with open(corpus_path, encoding=encoding, errors="replace") as f:
+        while chunk := f.read(1 << 20):
+            unknown = set(vocab.unknown_chars(chunk))
+            if unknown:
+                counts.update(c for c in vocab.normalize(chunk) if c in unknown)
+    if not counts:
+        return None
+    return (
+        f"{sum(counts.values()):,} characters of the corpus ({len(counts)} distinct: {describe(sorted(counts))}) "
+        "were never seen by the base model: they are read as its unknown character."
+    )
+
+
 def _row(record: Record) -> dict:
     row = record.to_dict()
     row["val_bits_per_char"] = None if record.val_loss is None else record.val_loss / NATS_PER_BIT
@@ -120,6 +140,7 @@ def train_char(
     data_dir: str | Path | None = None,
     include: Sequence[str] = (),
     strict: bool = False,
+    init_from: str | Path | None = None,
 ) -> dict:
     """Train (or resume training) a character model; return the contents of metrics.json.
 
@@ -132,6 +153,9 @@ def train_char(
         out_dir: the run folder.
         strategy: a :func:`seqkit.distribute.make_strategy` strategy; in a cluster every
             worker runs this same call, and only the chief writes to ``out_dir``.
+        init_from: fine-tune: start from this run folder's weights and vocabulary, with a
+            fresh schedule. Its model's shape wins over ``config.model``'s (cell, layers,
+            units, embedding); characters it never saw map to the unknown id.
     """
     from seqkit.distribute import distributed
     from seqkit.text.documents import collect, join
@@ -149,10 +173,51 @@ def train_char(
             skipped = f"; skipped {documents.describe_skipped()}" if documents.skipped else ""
             print(f"Read {len(documents.files):,} files, {characters:,} characters{skipped}.", flush=True)
     with distributed(strategy, worker_timeout) as distribution:  # before any other TF operation
-        return _train(corpus, Path(out_dir), config or CharConfig(), fresh, encoding, verbose, distribution)
+        base = _Base(init_from) if init_from is not None else None
+        config = base.shape(config or CharConfig()) if base is not None else config or CharConfig()
+        return _train(corpus, Path(out_dir), config, fresh, encoding, verbose, distribution, base)
 
 
-def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: str, verbose: bool, strategy) -> dict:
+SHAPE = ("cell", "layers", "units", "embedding")  # what a fine-tuned model keeps of its base
+
+
+def check_base(init_from: str | Path, given: dict) -> None:
+    """Refuse, in one line, a base that is not a trained run, or shape settings ``given``
+    (name: value, None for unset) that disagree with the base's."""
+    folder = RunFolder(init_from)
+    if not folder.holds_config() or not (folder / "vocab.json").is_file():
+        raise SeqkitError(
+            f"{init_from} holds no trained model (config.json and vocab.json are missing): point `init_from` "
+            "at a seqkit train-char output folder."
+        )
+    base = folder.model_config()
+    differ = [f"`{n}` {given[n]}" for n in SHAPE if given.get(n) is not None and given[n] != getattr(base, n)]
+    if differ:
+        raise SeqkitError(
+            f"{', '.join(differ)} {'disagree' if len(differ) > 1 else 'disagrees'} with the base model "
+            f"({base.layers} x {base.cell} {base.units}, "
+            f"embedding {base.embedding}): a fine-tuned model keeps its base's shape; leave them out."
+        )
+
+
+class _Base:
+    """The run a fine-tuning starts from: its model, vocabulary and shape."""
+
+    def __init__(self, folder: str | Path):
+        check_base(folder, {})
+        self.folder = RunFolder(folder)
+        self.model, self.vocab = self.folder.load()
+        self.config = self.folder.model_config()
+
+    def shape(self, config: CharConfig) -> CharConfig:
+        """``config`` with the base's shape."""
+        shape = {name: getattr(self.config, name) for name in SHAPE}
+        return dataclasses.replace(config, model=dataclasses.replace(config.model, **shape))
+
+
+def _train(
+    corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: str, verbose: bool, strategy, base=None
+) -> dict:
     import keras
     import tensorflow as tf
 
@@ -163,7 +228,10 @@ def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: st
 
     chief = is_chief(strategy)
     verbose = verbose and chief
-    corpus = read_corpus(corpus_path, config.val_fraction, config.normalization, encoding)
+    vocab = None if base is None else base.vocab
+    if vocab is not None and vocab.normalization != config.normalization:
+        config = dataclasses.replace(config, normalization=vocab.normalization)  # the base's text form
+    corpus = read_corpus(corpus_path, config.val_fraction, config.normalization, encoding, vocab=vocab)
     identity = config.identity(corpus.vocab)
     run = RunFolder(out)
     if chief:
@@ -172,7 +240,8 @@ def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: st
             run.check_same_model(identity)
         if fresh:
             run.clear_outputs()
-        run.write_config(identity, config.to_dict(), corpus.vocab)
+        settings = config.to_dict() | ({"init_from": str(base.folder.path.resolve())} if base is not None else {})
+        run.write_config(identity, settings, corpus.vocab)
     steps_per_epoch = max(1, windows_per_epoch(len(corpus.train_ids), config.seq_len) // config.batch_size)
 
     keras.utils.set_random_seed(config.seed)
@@ -186,6 +255,8 @@ def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: st
         unit="chars",
     )
     resumed = not fresh and trainer.restore()
+    if base is not None and not resumed:
+        trainer.model.set_weights(base.model.get_weights())  # the fresh schedule starts from the base
     trainer.check_workers_agree()
     train_ds = train_windows(corpus.train_ids, config.seq_len, config.batch_size, config.seed, trainer.step)
     val_ids = validation_sample(corpus.val_ids, config.val_chars)
@@ -201,9 +272,12 @@ def _train(corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: st
             f"{steps_per_epoch} steps per epoch, "
             + (f"{trainer.total_steps} in all" if trainer.total_steps is not None else "as many as fit")
             + (f", at most {config.max_time:g} s" if config.max_time else "")
-            + trainer.step_notes,
+            + trainer.step_notes
+            + (f"; fine-tuning {base.folder.path}" if base is not None else ""),
             flush=True,
         )
+        if base is not None and (unseen := _unseen(corpus_path, encoding, base.vocab)):
+            print(f"note: {unseen}", flush=True)
 
     if not chief:  # a worker of a cluster: the chief writes everything
         trainer.fit(train_ds, val_ds, eval_every=config.eval_every, max_seconds=config.max_time, verbose=False)
