@@ -104,9 +104,12 @@ class Filters:
 
     @classmethod
     def of(cls, samplers) -> Filters:
-        return cls(
-            any(s.top_k > 0 for s in samplers), any(s.top_p < 1 for s in samplers), any(s.greedy for s in samplers)
-        )
+        return cls.of_settings(settings(samplers))
+
+    @classmethod
+    def of_settings(cls, rows: dict) -> Filters:
+        """The filters of rows of :func:`settings` (NumPy arrays)."""
+        return cls(bool((rows["top_k"] > 0).any()), bool((rows["top_p"] < 1).any()), bool(rows["greedy"].any()))
 
 
 def settings(samplers) -> dict[str, np.ndarray]:
@@ -215,22 +218,41 @@ def sampling_loop(lm, filters: Filters, steps, carry: dict, packed=None) -> tupl
     return after, tf.transpose(drawn.stack()), tf.transpose(scores.stack())
 
 
+def blank_rows(lm, count: int, width: int) -> dict[str, np.ndarray]:
+    """``count`` rows of the loop's carry with nothing in them, as NumPy arrays: zero states
+    (``state0``, ``state1``, ...), a prime of one known character in ``width`` columns, no
+    random key, plain sampling."""
+    rows = {f"state{i}": np.zeros([count, size], np.float32) for i, size in enumerate(lm.encoder.state_size)}
+    rows.update(
+        log_probs=np.zeros([count, lm.vocab.size], np.float32),
+        position=np.zeros([count], np.int32),
+        prime=np.ones([count, width], np.int32),
+        prime_length=np.ones([count], np.int32),
+        keys=np.zeros([count], np.uint64),
+        **settings([Sampler()] * count),
+    )
+    return rows
+
+
+def to_carry(rows: dict[str, np.ndarray]) -> dict:
+    """Rows of :func:`blank_rows`'s layout as the loop's carry (the states as one list)."""
+    carry = {name: tf.constant(value) for name, value in rows.items() if not name.startswith("state")}
+    carry["states"] = [tf.constant(rows[f"state{i}"]) for i in range(sum(n.startswith("state") for n in rows))]
+    return carry
+
+
 def start_carry(lm, primes: list[np.ndarray], keys, samplers) -> dict:
     """The loop's carry before the first step of streams with these prime ids (a list of
     int arrays), random keys [batch] and samplers."""
     width = max(16, 1 << (max(p.size for p in primes) - 1).bit_length())  # shared programs
-    prime = np.zeros((len(primes), width), np.int32)
+    rows = blank_rows(lm, len(primes), width)
+    rows["prime"][:] = 0
     for row, ids in enumerate(primes):
-        prime[row, : ids.size] = ids
-    return {
-        "states": lm.encoder.get_initial_state(len(primes)),
-        "log_probs": tf.zeros([len(primes), lm.vocab.size]),
-        "position": tf.zeros([len(primes)], tf.int32),
-        "prime": tf.constant(prime),
-        "prime_length": tf.constant([p.size for p in primes], tf.int32),
-        "keys": tf.convert_to_tensor(keys),
-        **{name: tf.constant(value) for name, value in settings(samplers).items()},
-    }
+        rows["prime"][row, : ids.size] = ids
+    rows["prime_length"][:] = [p.size for p in primes]
+    rows["keys"][:] = np.asarray(keys)
+    rows.update(settings(samplers))
+    return to_carry(rows)
 
 
 def sample(lm, prime_ids: np.ndarray, length: int, sampler: Sampler, seed: int = 0, stream: int = 0) -> str:

@@ -124,6 +124,13 @@ class StreamText:
         elif len(self.chars) >= self.length:
             self.done = True
 
+    def take(self, vocab, drawn: np.ndarray, scores: np.ndarray) -> str:
+        """Take in one row of a chunk's output (ids drawn, -1 while priming, and their
+        scores); return the text it settles."""
+        kept = drawn >= 0
+        self.extend(list(vocab.decode(drawn[kept])), scores[kept].tolist())
+        return self.settled()
+
     def settled(self) -> str:
         """The characters no stop string can still take back, not shown before."""
         upto = len(self.chars) if self.done else max(self.shown, len(self.chars) - self.hold)
@@ -162,15 +169,14 @@ def generate(
         num_samples: streams of the one prime (default: one per prime).
     """
     primes = list(primes)
-    if num_samples is not None:
-        if num_samples < 1:
-            raise SeqkitError(f"`num_samples` must be at least 1, got {num_samples}.")
-        if len(primes) != 1:
-            raise SeqkitError("Give one prime for `num_samples` streams, or one prime per stream.")
-        longest = length if isinstance(length, int) else max(length)
-        check_batch(lm, num_samples, primes[0].size + longest)  # before any list of that size
-        primes = primes * num_samples
-    count = len(primes)
+    if not primes:
+        raise SeqkitError("Give at least one prime (`primes`).")
+    if num_samples is not None and len(primes) != 1:
+        raise SeqkitError("Give one prime for `num_samples` streams, or one prime per stream.")
+    count = len(primes) if num_samples is None else num_samples
+    longest = length if isinstance(length, int) else max(length, default=0)
+    check_batch(lm, count, max(p.size for p in primes) + longest)  # before any list of that size
+    primes = primes * (count // len(primes))
     lengths = [length] * count if isinstance(length, int) else list(length)
     samplers = samplers or Sampler()
     samplers = [samplers] * count if isinstance(samplers, Sampler) else list(samplers)
@@ -180,7 +186,6 @@ def generate(
         raise SeqkitError("`length` must be at least 1.")
     stops = check_stops(lm, stop)
     widest = max(p.size for p in primes)
-    check_batch(lm, count, widest + max(lengths))
     texts = [StreamText(n, stops, include_stop) for n in lengths]
     carry = start_carry(lm, primes, stream_keys(seed, np.arange(first_stream, first_stream + count)), samplers)
     loop = compiled_loop(lm, Filters.of(samplers), native=count < NATIVE_STEP_ROWS and lm.steps_natively())
@@ -190,9 +195,8 @@ def generate(
         carry, drawn, scores = loop(carry, steps)
         drawn, scores = drawn.numpy(), scores.numpy()
         for row, text in enumerate(texts):
-            kept = drawn[row] >= 0
-            text.extend(list(lm.vocab.decode(drawn[row][kept])), scores[row][kept].tolist())
-            if on_text is not None and (new := text.settled()):
+            new = text.take(lm.vocab, drawn[row], scores[row])
+            if on_text is not None and new:
                 on_text(row, new)
         steps = CHUNK
     return [t.sample() for t in texts]

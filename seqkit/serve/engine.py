@@ -16,9 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import tensorflow as tf
 
-from seqkit.decode.sampling import Filters, Sampler, settings, stream_keys
+from seqkit.decode.sampling import Filters, Sampler, blank_rows, settings, stream_keys, to_carry
 from seqkit.decode.streams import NATIVE_STEP_ROWS, Sample, StreamText, check_stops, compiled_loop
 
 
@@ -65,7 +64,6 @@ class Engine:
         self.rows: dict[str, np.ndarray] = {}
         self.owner: list[Job | None] = []
         self.stream_of: list[int] = []
-        self.chars_out = 0  # characters drawn for requests, for measurements
         self._wake = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="seqkit-engine", daemon=True)
@@ -83,7 +81,7 @@ class Engine:
         """Compile the loop for these batch sizes now, before the first request waits for it
         (and build the native step where it runs, once per machine)."""
         for capacity in capacities:
-            self._chunk(self._empty_rows(capacity), capacity)
+            self._chunk(blank_rows(self.lm, capacity, self.width), capacity)
 
     def close(self) -> None:
         self._stop = True
@@ -133,25 +131,17 @@ class Engine:
             return
         old, count = self.rows, self.capacity
         self.capacity = capacity
-        self.rows = self._empty_rows(capacity)
+        self.rows = blank_rows(self.lm, capacity, self.width)
         self.owner = (self.owner + [None] * capacity)[:capacity] if capacity else []
         self.stream_of = (self.stream_of + [0] * capacity)[:capacity] if capacity else []
         if capacity and count:
             for name, values in old.items():
                 self.rows[name][:count] = values
 
-    def _empty_rows(self, capacity: int) -> dict[str, np.ndarray]:
-        lm = self.lm
-        rows = {f"state{i}": np.zeros([capacity, size], np.float32) for i, size in enumerate(lm.encoder.state_size)}
-        rows.update(
-            log_probs=np.zeros([capacity, lm.vocab.size], np.float32),
-            position=np.zeros([capacity], np.int32),
-            prime=np.ones([capacity, self.width], np.int32),
-            prime_length=np.ones([capacity], np.int32),
-            keys=np.zeros([capacity], np.uint64),
-            **settings([Sampler()] * capacity),
-        )
-        return rows
+    def _clear(self, row: int) -> None:
+        """Make ``row`` blank again (zero states, plain sampling)."""
+        for name, value in blank_rows(self.lm, 1, self.width).items():
+            self.rows[name][row] = value[0]
 
     def _place(self, job: Job) -> None:
         free = [row for row, owner in enumerate(self.owner) if owner is None]
@@ -159,10 +149,7 @@ class Engine:
         job.rows = free[: len(job.primes)]
         one = settings([job.sampler])
         for stream, (row, ids) in enumerate(zip(job.rows, job.primes)):
-            for i in range(len(self.lm.encoder.state_size)):
-                self.rows[f"state{i}"][row] = 0.0
-            self.rows["log_probs"][row] = 0.0
-            self.rows["position"][row] = 0
+            self._clear(row)
             self.rows["prime"][row] = 0
             self.rows["prime"][row, : ids.size] = ids
             self.rows["prime_length"][row] = ids.size
@@ -173,25 +160,19 @@ class Engine:
         self.active.append(job)
 
     def _let_go(self, jobs: list[Job]) -> None:
-        plain = settings([Sampler()])
         for job in jobs:
             for row in job.rows:
                 self.owner[row] = None
-                for name, value in plain.items():  # a free row asks for no filter
-                    self.rows[name][row] = value[0]
+                self._clear(row)  # a free row asks for no filter
             job.rows = []
         self.active = [job for job in self.active if job not in jobs]
 
     def _chunk(self, rows: dict[str, np.ndarray], capacity: int):
         """One chunk of steps of ``rows`` (a batch of ``capacity``)."""
-        lm = self.lm
-        carry = {name: tf.constant(value) for name, value in rows.items() if not name.startswith("state")}
-        carry["states"] = [tf.constant(rows[f"state{i}"]) for i in range(len(lm.encoder.state_size))]
-        native = capacity < NATIVE_STEP_ROWS and lm.steps_natively()
+        native = capacity < NATIVE_STEP_ROWS and self.lm.steps_natively()
         # The filters the rows ask for: a batch of plain samplers leaves out top-k's and
         # top-p's sorts (free rows ask for none).
-        filters = Filters(bool((rows["top_k"] > 0).any()), bool((rows["top_p"] < 1).any()), bool(rows["greedy"].any()))
-        return compiled_loop(lm, filters, native)(carry, self.chunk)
+        return compiled_loop(self.lm, Filters.of_settings(rows), native)(to_carry(rows), self.chunk)
 
     def _step(self) -> None:
         lm = self.lm
@@ -203,12 +184,9 @@ class Engine:
         finished = []
         for job in self.active:
             for row in job.rows:
-                stream, text = self.stream_of[row], job.texts[self.stream_of[row]]
-                kept = drawn[row] >= 0
-                before = len(text.chars)
-                text.extend(list(lm.vocab.decode(drawn[row][kept])), scores[row][kept].tolist())
-                self.chars_out += len(text.chars) - before
-                if job.on_text is not None and (new := text.settled()):
+                stream = self.stream_of[row]
+                new = job.texts[stream].take(lm.vocab, drawn[row], scores[row])
+                if job.on_text is not None and new:
                     job.on_text(stream, new)
             if all(t.done for t in job.texts):
                 finished.append(job)
