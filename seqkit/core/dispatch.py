@@ -77,11 +77,8 @@ _CURRENT: contextvars.ContextVar[Kernels] = contextvars.ContextVar("seqkit_kerne
 @contextlib.contextmanager
 def kernels(cudnn: bool = False, native: bool = False, bf16_gradients: bool = False, bf16_recurrence: bool = False):
     """While tracing inside this block, the recurrent layers run the given kernels."""
-    token = _CURRENT.set(Kernels(bool(cudnn), bool(native), bool(bf16_gradients), bool(bf16_recurrence)))
-    try:
+    with using(Kernels(bool(cudnn), bool(native), bool(bf16_gradients), bool(bf16_recurrence))):
         yield
-    finally:
-        _CURRENT.reset(token)
 
 
 @contextlib.contextmanager
