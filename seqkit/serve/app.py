@@ -111,11 +111,13 @@ def _plain(err: SeqkitError) -> str:
 
 
 def _sentence(err: RequestValidationError) -> str:
+    """The first validation error as one sentence, naming the field."""
     first = err.errors()[0]
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
     if first.get("type") == "json_invalid":
         return "The request body is not valid JSON."
-    return f"{where or 'The request'}: {first.get('msg', 'invalid')}." if where else f"{first.get('msg')}."
+    message = first.get("msg", "invalid")
+    return f"{where}: {message}." if where else f"{message}."
 
 
 class _BodyLimit:
