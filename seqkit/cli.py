@@ -158,13 +158,27 @@ def _kernel_options(command):
 @click.option(
     "--init-from", type=click.Path(file_okay=False), help="Fine-tune: start from this run's weights and vocabulary."
 )
+@click.option(
+    "--extend-vocab", is_flag=True, help="Fine-tuning: give characters the base model never saw rows of their own."
+)
 @click.option("--include", multiple=True, help="In folders, only files matching this glob (repeatable, e.g. '*.py').")
 @click.option("--strict", is_flag=True, help="Refuse a file in a folder that is not text, instead of skipping it.")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming from --out.")
 @_distribution_options
 def train_char(
-    corpus, out, encoding, data_dir, init_from, include, strict, fresh, strategy, worker_timeout, **options
+    corpus,
+    out,
+    encoding,
+    data_dir,
+    init_from,
+    extend_vocab,
+    include,
+    strict,
+    fresh,
+    strategy,
+    worker_timeout,
+    **options,
 ) -> None:
     """Train a character language model on text files and folders (each file a document), or
     a corpus of the data registry by name (tinyshakespeare, downloaded and verified on first
@@ -199,6 +213,7 @@ def train_char(
             include=include,
             strict=strict,
             init_from=init_from,
+            extend_vocab=extend_vocab,
         )
     except KeyboardInterrupt:
         click.echo(f"seqkit: interrupted; the last checkpoint is in {out}; run the same command to resume.", err=True)

@@ -115,6 +115,43 @@ ROWS = [
         "... disagrees with the base model (...): a fine-tuned model keeps its base's shape; leave them out.",
     ),
     Row(
+        "fine-tuning to another cell",
+        ["train-char", "{corpus}", "--out", "{tmp}/out", "--init-from", "{model}", "--cell", "gru"],
+        1,
+        _error(
+            "--cell gru disagrees with the base model (1 x lstm 32, embedding 8): a fine-tuned model keeps its "
+            "base's shape; leave them out."
+        ),
+        "... disagrees with the base model (...): a fine-tuned model keeps its base's shape; leave them out.",
+    ),
+    Row(
+        "extend-vocab without a base",
+        ["train-char", "{corpus}", "--out", "{tmp}/out", "--extend-vocab"],
+        1,
+        _error("--extend-vocab adds characters to a base model's vocabulary: give --init-from too."),
+        "--extend-vocab adds characters to a base model's vocabulary: give --init-from too.",
+    ),
+    Row(
+        "resuming on a corpus of new characters",
+        ["train-char", "{tmp}/changed.txt", "--out", "{tmp}/model", *TINY_RUN],
+        1,
+        _error(
+            'The corpus\'s characters differ from those of the model in {tmp}/model (2 new: "!", "Z"): use another '
+            "--out, --fresh to start over, or --init-from to fine-tune that model on it."
+        ),
+        "The corpus's characters differ from those of the model in ... (...): use another --out, --fresh to start "
+        "over, or --init-from to fine-tune that model on it.",
+        prepare="changed_characters",
+    ),
+    Row(
+        "resuming on a changed corpus",
+        ["train-char", "{tmp}/changed.txt", "--out", "{tmp}/model", *TINY_RUN],
+        0,
+        "note: the corpus changed since {tmp}/model/corpus.npy was encoded: encoding it anew.",
+        "note: the corpus changed since ... was encoded: encoding it anew.",
+        prepare="changed_text",
+    ),
+    Row(
         "empty corpus",
         ["train-char", "{tmp}/empty.txt", "--out", "{tmp}/out"],
         1,
@@ -539,6 +576,14 @@ PREPARE = {
     "one_line_corpus": lambda tmp, model: (tmp / "one-line.txt").write_text(SENTENCE.strip() * 2000),
     "blocking_file": lambda tmp, model: (tmp / "file").write_text("not a folder"),
     "copy_model": _copy_model,
+    "changed_characters": lambda tmp, model: (
+        _copy_model(tmp, model),
+        (tmp / "changed.txt").write_text(("Zany zebras! " + SENTENCE) * 80),
+    ),
+    "changed_text": lambda tmp, model: (
+        _copy_model(tmp, model),
+        (tmp / "changed.txt").write_text((" ".join(reversed(SENTENCE.split())) + " ") * 80),
+    ),
     "damage_newest_checkpoint": lambda tmp, model: _checkpoint_data(_copy_model(tmp, model) / "checkpoints")[
         -1
     ].write_bytes(b"\x00" * 10),
@@ -681,8 +726,11 @@ def test_sigterm_saves_and_says_how_to_resume(shared_model, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        started = process.stdout.readline()  # the start line: training is under way
-        assert started.startswith("Training"), started
+        for started in process.stdout:  # the start line: training is under way
+            if started.startswith("Training"):
+                break
+        else:
+            pytest.fail(process.stderr.read())
         time.sleep(2)
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=60)
@@ -691,6 +739,31 @@ def test_sigterm_saves_and_says_how_to_resume(shared_model, tmp_path):
     line = f"seqkit: interrupted; the last checkpoint is in {out}; run the same command to resume."
     assert process.returncode == 130 and stderr.strip().splitlines()[-1] == line, stderr
     assert f"| {line.removeprefix('seqkit: ').split(';')[0]}" in CATALOGUE.replace("`", "")
+    assert (out / "checkpoints" / "checkpoint").is_file()
+
+
+def test_sigterm_during_an_evaluation_is_answered_within_seconds(tmp_path):
+    """A long evaluation after every step: the signal comes while one runs."""
+    corpus = tmp_path / "long.txt"
+    corpus.write_text(SENTENCE * 8000, encoding="utf-8")  # 360,000 characters, half of them held out
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "seqkit.cli", "train-char", str(corpus), "--out", str(out), *TINY]
+    args += ["--max-time", "300", "--eval-every", "1", "--val-fraction", "0.5"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoints" / "checkpoint").is_file():  # after the first evaluation
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            time.sleep(0.2)
+        time.sleep(1.0)  # well into the next evaluation, which takes most of each step's time
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        _, stderr = process.communicate(timeout=60)
+        answered = time.monotonic() - signalled
+    finally:
+        process.kill()
+    assert process.returncode == 130 and "seqkit: interrupted" in stderr, stderr
+    assert answered < 10, f"the run took {answered:.1f} s to stop"
     assert (out / "checkpoints" / "checkpoint").is_file()
 
 

@@ -1,14 +1,16 @@
 """A corpus of many files: folders walked in order, globs, files that are not text skipped
-and reported (or refused), and the documents joined into one text."""
+and reported (or refused), and the documents read as one text."""
 
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from seqkit.errors import SeqkitError
-from seqkit.text.documents import collect, join
+from seqkit.text.corpus import id_type, scan
+from seqkit.text.documents import collect
 
 SENTENCE = "the quick brown fox jumps over the lazy dog. "
 
@@ -59,10 +61,20 @@ def test_a_folder_without_text_is_one_error(tmp_path, make, include, message):
         collect([root], include=include)
 
 
-def test_documents_are_joined_each_on_lines_of_its_own(folder, tmp_path):
-    path, characters = join(collect([folder]), tmp_path / "out" / "documents.txt")
-    text = path.read_text(encoding="utf-8")
-    assert text == "first song\nprint('third')\nsecond song\n" and characters == len(text)
+def _text(documents) -> str:
+    text = scan(documents, val_fraction=0)
+    vocab = text.vocabulary()
+    ids = np.empty(text.total, id_type(vocab))
+    text.write(vocab, ids)
+    return vocab.decode(ids)
+
+
+def test_documents_are_read_each_on_lines_of_its_own(folder):
+    assert _text(collect([folder])) == "first song\nprint('third')\nsecond song\n"
+
+
+def test_one_file_is_read_as_it_is(folder):
+    assert _text(collect([folder / "x.txt"])) == "first song"
 
 
 def test_train_char_on_a_folder_says_what_it_read_and_names_its_run_after_it(folder, tmp_path):
@@ -79,7 +91,7 @@ def test_train_char_on_a_folder_says_what_it_read_and_names_its_run_after_it(fol
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    first = result.stdout.splitlines()[0]
-    assert first == f"Read 5 files, {11 + 12 + 3 * (30 * len(SENTENCE) + 1):,} characters."  # a newline each
+    said = result.stdout.splitlines()
+    assert f"Read 5 files, {11 + 12 + 3 * (30 * len(SENTENCE) + 1):,} characters." in said  # a newline each
     run = tmp_path / "runs" / "songs"
-    assert (run / "model.keras").is_file() and (run / "documents.txt").is_file()
+    assert (run / "model.keras").is_file() and (run / "corpus.npy").is_file()

@@ -150,3 +150,25 @@ def test_ctrl_c_saves_before_exiting_and_the_rerun_resumes_there(corpus, tmp_pat
     assert "Traceback" not in stderr
     assert _latest_checkpoint(out) == 13, "Ctrl-C saved no checkpoint of its own"
     _resume_and_compare(corpus, out, straight, expected_start=13)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A corpus of three documents in a folder: as long as ``corpus`` (100 steps in all)."""
+    root = tmp_path_factory.mktemp("folder") / "texts"
+    (root / "b").mkdir(parents=True)
+    for path in (root / "a.txt", root / "b" / "c.txt", root / "d.txt"):
+        path.write_text(SENTENCE * 27, encoding="utf-8")
+    return root
+
+
+def test_ctrl_c_on_a_folder_corpus_resumes_there(folder, tmp_path_factory, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, stderr = _run(folder, out, "--interrupt-after", "13")
+    assert code == 130 and _latest_checkpoint(out) == 13, stderr
+    straight_out = tmp_path_factory.mktemp("straight-folder") / "run"
+    code, _, stderr = _run(folder, straight_out)
+    assert code == 0, stderr
+    straight = json.loads((straight_out / "metrics.json").read_text())["steps"], _weights(straight_out)
+    _resume_and_compare(folder, out, straight, expected_start=13)
+    assert "Reusing" in _run(folder, out)[1]  # the encoded documents, not read again

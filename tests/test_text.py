@@ -9,15 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqkit.errors import SeqkitError
-from seqkit.text.corpus import (
-    _chunks,
-    eval_windows,
-    read_corpus,
-    train_windows,
-    window_starts,
-    windows_per_epoch,
-)
+from seqkit.text.corpus import _chunks, read_corpus
 from seqkit.text.vocab import UNKNOWN_ID, Vocabulary, codepoints
+from seqkit.text.windows import eval_windows, train_windows, window_starts, windows_per_epoch
 
 # Text as UTF-8 can carry it: any code point but lone surrogates.
 texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=200)
@@ -173,7 +167,7 @@ def test_a_corpus_shorter_than_one_window_is_refused():
 
 
 def test_an_evaluation_reads_a_fixed_sample_of_a_long_held_out_text():
-    from seqkit.text.corpus import VAL_BLOCK, validation_sample
+    from seqkit.text.windows import VAL_BLOCK, validation_sample
 
     ids = np.arange(1_000_000, dtype=np.int32)
     assert validation_sample(ids[:5000], 10_000) is not None and len(validation_sample(ids[:5000], 10_000)) == 5000

@@ -23,7 +23,8 @@ tf.get_logger().setLevel("ERROR")  # one trace per window length (and the last b
 from seqkit.core.trainer import sparse_loss_and_hits  # noqa: E402
 from seqkit.decode.lm import CharLM  # noqa: E402
 from seqkit.fileio import read_json  # noqa: E402
-from seqkit.text.corpus import eval_windows, read_corpus  # noqa: E402
+from seqkit.text.corpus import read_corpus  # noqa: E402
+from seqkit.text.windows import eval_windows  # noqa: E402
 
 
 def main() -> None:

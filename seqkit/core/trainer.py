@@ -28,7 +28,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from seqkit.core.checkpoints import restore_newest
 from seqkit.core.inference import compile_inference
 from seqkit.distribute import is_chief, is_multi_worker
 from seqkit.errors import SeqkitError
+from seqkit.progress import ProgressLine, clock
 
 
 @dataclass
@@ -215,6 +215,8 @@ class Trainer:
             **averages,
         )
         self._last_step_seconds = 0.0
+        self.last_val_loss: float | None = None  # of the latest evaluation, for the live line
+        self.line = ProgressLine(live=False)
         # The first step this process takes (seconds, predictions): it traces and compiles,
         # so a rate of the training itself leaves it out.
         self.first_step: tuple[float, float] | None = None
@@ -428,6 +430,7 @@ class Trainer:
         if self.total_steps is None and not max_seconds:
             raise SeqkitError("With no limit on `epochs`, a time budget (`max_seconds`) must end the run.")
         eval_every = eval_every or self.steps_per_epoch
+        self.line = ProgressLine(live=None if verbose else False)
         history: list[Record] = []
         batches = iter(self.distribute(train))
         try:
@@ -440,6 +443,7 @@ class Trainer:
                 self._checkpoint(record)
                 history.append(record)
         except KeyboardInterrupt:
+            self.line.clear()
             self.save()
             raise
         return history
@@ -454,12 +458,6 @@ class Trainer:
         target = (self.step // eval_every + 1) * eval_every
         if self.total_steps is not None:
             target = min(self.total_steps, target)
-        bar = keras.utils.Progbar(
-            target - self.step,
-            stateful_metrics=["loss", "acc", f"{self.unit}/s"],
-            verbose=1 if verbose and sys.stdout.isatty() else 0,
-            unit_name="step",
-        )
         sums, done, spent = [0.0, 0.0, 0.0], 0, 0.0
         while self.step < target and not (max_seconds and float(self.seconds.numpy()) >= max_seconds):
             step = self.step
@@ -485,11 +483,8 @@ class Trainer:
             done, spent = done + 1, spent + elapsed
             if self.first_step is None:
                 self.first_step = (elapsed, values[2])
-            if done % 20 == 0 or self.step >= target:
-                bar.update(
-                    done,
-                    [("loss", sums[0] / sums[2]), ("acc", sums[1] / sums[2]), (f"{self.unit}/s", sums[2] / spent)],
-                )
+            if self.line.live:
+                self.line.show(self._status(sums, spent, done, max_seconds))
         if done == 0:
             raise SeqkitError("No training step fits in the time budget: raise `max_seconds`.")
         return Record(
@@ -502,9 +497,24 @@ class Trainer:
             lr=float(self.optimizer.learning_rate.numpy()),
         )
 
+    def _status(self, sums: list[float], spent: float, done: int, max_seconds: float | None) -> str:
+        """The live line: step, losses, rate, training time and the time left to the end."""
+        of_total = "" if self.total_steps is None else f"/{self.total_steps:,}"
+        val = "" if self.last_val_loss is None else f" | {self.eval_name} loss {self.last_val_loss:.4f}"
+        trained = float(self.seconds.numpy())
+        left = [] if self.total_steps is None else [(self.total_steps - self.step) * spent / done]
+        left += [max_seconds - trained] if max_seconds else []
+        return (
+            f"step {self.step:,}{of_total} | loss {sums[0] / sums[2]:.4f}{val} | {sums[2] / spent:,.0f} {self.unit}/s"
+            f" | {clock(trained)} | ETA {clock(min(left))}"
+        )
+
     def _evaluate(self, record: Record, evaluation, verbose: bool) -> None:
         if evaluation is not None:
+            self.line.show(f"step {self.step:,} | evaluating", force=True)
             record.val_loss, record.val_accuracy = self.evaluate(evaluation)
+            self.last_val_loss = record.val_loss
+        self.line.clear()
         if verbose:
             val = (
                 f", {self.eval_name} loss {record.val_loss:.4f}, {self.eval_name} acc {record.val_accuracy:.4f}"

@@ -1,31 +1,40 @@
-"""A text corpus as integer ids, and its tf.data windows.
+"""A text corpus as integer ids: read in a streaming pass, encoded once, memory-mapped.
 
-The file is read in chunks cut at line ends (or between two ASCII bytes), each chunk
-checked as UTF-8 (to name the byte offset of the first bad byte), NFC-normalized with
-tensorflow-text and split into code points with ``tf.strings.unicode_decode``. A first pass
-collects the training part's characters (the vocabulary); a second writes ids into one
-array, so memory stays near the size of that array (2 bytes a character for vocabularies
-under 65,536), not of Python strings.
-
-Training windows hold ``seq_len + 1`` ids (inputs and the targets shifted by one). Each
-epoch shifts all window starts by a random offset below ``seq_len`` and visits them in a
-random order, both drawn from (seed, epoch); the stream of windows is therefore a pure
-function of the global step, which is how a resumed run finds its data position.
+Each document (:mod:`seqkit.text.documents`) is memory-mapped (a file in another encoding
+is first transcoded to UTF-8 in a temporary file) and read in chunks cut where no
+character or NFC sequence spans; each chunk is checked as UTF-8 (so an error names the
+byte offset of the first bad byte), NFC-normalized and split into code points. A first
+pass counts each chunk's characters; the vocabulary is the training part's (the text
+before the last ``val_fraction``). A second pass writes the ids, in the smallest unsigned
+integer type the vocabulary allows, into an array: in memory (:func:`read_corpus`), or a
+``.npy`` file of a run folder (:class:`EncodedCorpus`) that training memory-maps, reuses
+while its sources are unchanged and writes anew when they change. Either way, memory
+holds a chunk at a time, not the text.
 """
 
 from __future__ import annotations
 
+import codecs
 import mmap
 import os
-from dataclasses import dataclass
+import tempfile
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from seqkit.errors import SeqkitError
-from seqkit.text.vocab import Vocabulary
+from seqkit.fileio import atomic_path, read_json, write_json
+from seqkit.text.documents import Documents
+from seqkit.text.vocab import Vocabulary, codepoints, describe
 
-CHUNK_BYTES = 2 << 20  # temporaries per chunk are ~30x its size
+CHUNK_BYTES = 2 << 20
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark is not text
+NEWLINE = np.array([ord("\n")], np.uint32)  # ends a document that lacks it
 
 
 def _chunks(data, begin: int = 0, size: int = CHUNK_BYTES) -> list[tuple[int, int]]:
@@ -50,8 +59,6 @@ def _chunks(data, begin: int = 0, size: int = CHUNK_BYTES) -> list[tuple[int, in
 def _character_cut(data, start: int, end: int, reach: int = 256) -> int:
     """The last offset in (start, end] that begins a character which NFC neither combines nor
     composes with the one before it; 0 when there is none within ``reach`` bytes."""
-    import unicodedata
-
     lead = [i for i in range(max(start, end - reach), end + 1) if i < len(data) and data[i] & 0xC0 != 0x80]
     for before, at, after in reversed(list(zip(lead, lead[1:], lead[2:]))):
         if before <= start:
@@ -65,30 +72,226 @@ def _character_cut(data, start: int, end: int, reach: int = 256) -> int:
     return 0
 
 
-def _points(chunk: bytes, offset: int, name: str, normalization: str) -> np.ndarray:
-    import tensorflow as tf
-    import tensorflow_text as tf_text
-
+def _points(chunk: bytes, offset: int, name: Path, normalization: str) -> np.ndarray:
+    """The code points of one chunk of UTF-8 (uint8 for ASCII, uint32 otherwise)."""
+    if chunk.isascii():  # ASCII is valid UTF-8 and NFC as it is
+        return np.frombuffer(chunk, np.uint8)
     try:
-        chunk.decode("utf-8")
+        text = chunk.decode("utf-8")
     except UnicodeDecodeError as err:
         raise SeqkitError(
             f"{name} is not UTF-8 text: byte offset {offset + err.start} cannot be decoded; if the "
             "file uses another encoding, name it with `encoding` (e.g. latin-1, cp1252, utf-16)."
         ) from None
-    text = tf.constant(chunk)
-    if normalization == "NFC":
-        text = tf_text.normalize_utf8(text, "NFC")
-    return tf.strings.unicode_decode(text, "UTF-8").numpy().astype(np.uint32)
+    if normalization == "NFC" and not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
+    return codepoints(text)
+
+
+def _is_utf8(encoding: str) -> bool:
+    return encoding.replace("-", "").replace("_", "").lower() in ("utf8", "utf8sig")
+
+
+@contextmanager
+def _utf8(path: Path, encoding: str) -> Iterator[bytes | mmap.mmap]:
+    """A document's bytes as UTF-8: the file memory-mapped, or a transcoded temporary copy."""
+    if not path.is_file():
+        raise SeqkitError(f"{path} does not exist or is not a file.")
+    try:
+        with open(path, "rb") as f:
+            data = _map(f) if _is_utf8(encoding) else _transcode(f, path, encoding)
+    except OSError as err:
+        raise SeqkitError(f"Cannot read {path}: {err.strerror or err}.") from None
+    try:
+        yield data
+    finally:
+        if isinstance(data, mmap.mmap):
+            data.close()
+
+
+def _map(f) -> bytes | mmap.mmap:
+    return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else b""
+
+
+def _transcode(f, path: Path, encoding: str) -> bytes | mmap.mmap:
+    """The file decoded from ``encoding`` a block at a time into an anonymous UTF-8 file."""
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)()
+    except LookupError:
+        raise SeqkitError(f"Unknown `encoding` {encoding!r}: use a Python codec name such as latin-1.") from None
+    with tempfile.TemporaryFile() as out:
+        offset = 0
+        while True:
+            block = f.read(1 << 20)
+            pending = len(decoder.getstate()[0])
+            try:
+                out.write(decoder.decode(block, final=not block).encode("utf-8", "surrogatepass"))
+            except UnicodeDecodeError as err:
+                raise SeqkitError(
+                    f"{path} is not {encoding} text: byte offset {offset - pending + err.start} cannot be "
+                    "decoded; check `encoding`."
+                ) from None
+            offset += len(block)
+            if not block:
+                break
+        out.flush()
+        return _map(out)
+
+
+def _read(documents: Documents, normalization: str) -> Iterator[tuple[tuple[int, int, int], int, np.ndarray]]:
+    """((document, start, end), bytes, code points) of each chunk of each document in order;
+    a newline that a document lacks comes as a chunk of its own (start = end = -1)."""
+    for number, path in enumerate(documents.files):
+        with _utf8(path, documents.encoding) as data:
+            skip = len(BOM) if data[:3] == BOM else 0
+            if not documents.terminate and len(data) <= skip:
+                raise SeqkitError(f"{path} is empty: give a text file to learn from.")
+            for start, end in _chunks(data, begin=skip):
+                yield (number, start, end), end - start, _points(data[start:end], start, path, normalization)
+            ends_a_line = data[-1:] == b"\n"
+        if documents.terminate and not ends_a_line:
+            yield (number, -1, -1), 0, NEWLINE
+
+
+def _piece(documents: Documents, place: tuple[int, int, int], normalization: str) -> np.ndarray:
+    """The code points of one chunk, read again."""
+    number, start, end = place
+    if start < 0:
+        return NEWLINE
+    path = documents.files[number]
+    with _utf8(path, documents.encoding) as data:
+        return _points(data[start:end], start, path, normalization)
+
+
+def _characters(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct code points of a chunk and how often each occurs."""
+    counts = np.bincount(points)
+    present = np.flatnonzero(counts)
+    return present.astype(np.uint32), counts[present]
+
+
+Progress = Callable[[int], None]  # told the bytes read so far
+
+
+@dataclass
+class Scan:
+    """What the first pass learned of a text: each chunk's place, length and characters."""
+
+    documents: Documents
+    normalization: str
+    val_fraction: float
+    places: list[tuple[int, int, int]] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    characters: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.lengths)
+
+    @property
+    def split(self) -> int:
+        """Where the validation tail starts."""
+        return self.total - int(round(self.total * self.val_fraction))
+
+    def train_points(self) -> np.ndarray:
+        """The distinct code points of the training part."""
+        seen, done, split = [], 0, self.split
+        for place, n, (points, _) in zip(self.places, self.lengths, self.characters):
+            if done + n <= split:
+                seen.append(points)
+            elif done < split:
+                seen.append(np.unique(_piece(self.documents, place, self.normalization)[: split - done]))
+            done += n
+        if not seen:
+            raise SeqkitError("The text has no part to train on: lower `val_fraction`.")
+        return np.unique(np.concatenate(seen))
+
+    def vocabulary(self, base: Vocabulary | None = None, extend: bool = False) -> Vocabulary:
+        """The training part's characters; a base model's vocabulary, with the training
+        part's new characters added where ``extend``."""
+        if base is None:
+            return Vocabulary.from_points(self.train_points(), self.normalization)
+        if not extend:
+            return base
+        return Vocabulary.from_points(np.union1d(base.points, self.train_points()), base.normalization)
+
+    def unseen(self, vocab: Vocabulary) -> dict[str, int]:
+        """Each character of the whole text that ``vocab`` lacks, with its count."""
+        counts: Counter = Counter()
+        known = np.asarray(vocab.points, np.uint32)
+        for points, number in self.characters:
+            new = ~np.isin(points, known)
+            counts.update(dict(zip(map(chr, points[new].tolist()), number[new].tolist())))
+        return dict(sorted(counts.items()))
+
+    def write(self, vocab: Vocabulary, ids: np.ndarray, progress: Progress | None = None) -> None:
+        """The second pass: the text's ids into ``ids`` (of length ``total``)."""
+        lookup = _lookup(vocab, ids.dtype)
+        done, read = 0, 0
+        for (place, size, points), n in zip(_read(self.documents, self.normalization), self.lengths):
+            if len(points) != n:
+                path = self.documents.files[place[0]]
+                raise SeqkitError(f"{path} changed while it was read: run again once it is complete.")
+            ids[done : done + n] = lookup(points)
+            done, read = done + n, read + size
+            if progress is not None:
+                progress(read)
+
+
+def scan(
+    documents: Documents, normalization: str = "NFC", val_fraction: float = 0.1, progress: Progress | None = None
+) -> Scan:
+    """The first pass over ``documents``."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise SeqkitError(f"`val_fraction` must be in [0, 1), got {val_fraction}.")
+    result, read = Scan(documents, normalization, val_fraction), 0
+    for place, size, points in _read(documents, normalization):
+        result.places.append(place)
+        result.lengths.append(len(points))
+        result.characters.append(_characters(points))
+        read += size
+        if progress is not None:
+            progress(read)
+    return result
+
+
+def id_type(vocab: Vocabulary) -> np.dtype:
+    """The smallest unsigned integer type that holds every id of ``vocab``."""
+    return np.dtype(next(t for t in (np.uint8, np.uint16, np.uint32) if vocab.size <= np.iinfo(t).max + 1))
+
+
+def _lookup(vocab: Vocabulary, dtype: np.dtype) -> Callable[[np.ndarray], np.ndarray]:
+    """Code points -> ids through one table indexed by code point (0 where unknown)."""
+    known = np.asarray(vocab.points, np.int64)
+    table = np.zeros(max(256, int(known.max(initial=0)) + 1), dtype)
+    table[known] = np.arange(1, len(known) + 1)
+
+    def ids(points: np.ndarray) -> np.ndarray:
+        if points.dtype == np.uint8 or int(points.max(initial=0)) < len(table):
+            return table[points]
+        inside = points < len(table)
+        out = np.zeros(len(points), dtype)
+        out[inside] = table[points[inside]]
+        return out
+
+    return ids
 
 
 @dataclass
 class Corpus:
-    """A text as ids: ``ids[:split]`` trains, ``ids[split:]`` validates."""
+    """A text as ids: ``ids[:split]`` trains, ``ids[split:]`` validates.
+
+    Args:
+        ids: the ids, in memory or memory-mapped.
+        split: where the validation tail starts.
+        vocab: the vocabulary the ids are of.
+        unseen: characters of the text the vocabulary lacks (read as the unknown id), counted.
+    """
 
     ids: np.ndarray
     split: int
     vocab: Vocabulary
+    unseen: dict[str, int] = field(default_factory=dict)
 
     @property
     def train_ids(self) -> np.ndarray:
@@ -98,6 +301,15 @@ class Corpus:
     def val_ids(self) -> np.ndarray:
         return self.ids[self.split :]
 
+    def describe_unseen(self) -> str | None:
+        """The unseen characters in a sentence, or None."""
+        if not self.unseen:
+            return None
+        return (
+            f"{sum(self.unseen.values()):,} characters of the corpus ({len(self.unseen)} distinct: "
+            f"{describe(list(self.unseen))}) were never seen by the base model: they are read as its unknown character."
+        )
+
 
 def read_corpus(
     path: str | os.PathLike,
@@ -106,150 +318,95 @@ def read_corpus(
     encoding: str = "utf-8",
     vocab: Vocabulary | None = None,
 ) -> Corpus:
-    """Read a text file into ids, with a vocabulary from its training part (or ``vocab``)."""
-    path = Path(path)
-    if not 0.0 <= val_fraction < 1.0:
-        raise SeqkitError(f"`val_fraction` must be in [0, 1), got {val_fraction}.")
-    if not path.is_file():
-        raise SeqkitError(f"{path} does not exist or is not a file.")
-    try:
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0:
-                raise SeqkitError(f"{path} is empty: give a text file to learn from.")
-            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except OSError as err:
-        raise SeqkitError(f"Cannot read {path}: {err.strerror or err}.") from None
-    if encoding.replace("-", "").replace("_", "").lower() not in ("utf8", "utf8sig"):
-        data = _recode(data, path, encoding)
-    try:
-        return _encode(data, path, val_fraction, normalization, vocab)
-    finally:
-        if isinstance(data, mmap.mmap):
-            data.close()
+    """Read a text file into ids in memory, with a vocabulary from its training part (or ``vocab``)."""
+    text = scan(Documents([Path(path)], encoding=encoding, terminate=False), normalization, val_fraction)
+    vocab = vocab or text.vocabulary()
+    ids = np.empty(text.total, id_type(vocab))
+    text.write(vocab, ids)
+    return Corpus(ids, text.split, vocab, text.unseen(vocab))
 
 
-def _recode(data, path: Path, encoding: str) -> bytes:
-    try:
-        return bytes(data).decode(encoding).encode("utf-8")
-    except LookupError:
-        raise SeqkitError(f"Unknown `encoding` {encoding!r}: use a Python codec name such as latin-1.") from None
-    except UnicodeDecodeError as err:
-        raise SeqkitError(
-            f"{path} is not {encoding} text: byte offset {err.start} cannot be decoded; check `encoding`."
-        ) from None
+class EncodedCorpus:
+    """A run folder's encoded corpus: ``corpus.npy`` (the ids) and ``corpus.json`` (what
+    they were made from: each source's path, size and modification time, the reading
+    settings and the vocabulary asked for).
 
-
-def _encode(data, path: Path, val_fraction: float, normalization: str, vocab: Vocabulary | None) -> Corpus:
-    skip = 3 if data[:3] == b"\xef\xbb\xbf" else 0  # a UTF-8 byte-order mark is not text
-    pieces = _chunks(data, begin=skip)
-
-    def points(start: int, end: int) -> np.ndarray:
-        return _points(data[start:end], start, str(path), normalization)
-
-    # Pass 1: length, and the characters of each piece.
-    lengths, uniques = [], []
-    for start, end in pieces:
-        piece = points(start, end)
-        lengths.append(len(piece))
-        uniques.append(np.unique(piece))
-    total = sum(lengths)
-    split = total - int(round(total * val_fraction))
-    if vocab is None:
-        seen, done = [], 0
-        for (start, end), n, unique in zip(pieces, lengths, uniques):
-            if done + n <= split:
-                seen.append(unique)
-            elif done < split:
-                seen.append(np.unique(points(start, end)[: split - done]))
-            done += n
-        if not seen:
-            raise SeqkitError(f"{path} has no text to train on: lower `val_fraction`.")
-        vocab = Vocabulary.from_points(np.concatenate(seen), normalization)
-    # Pass 2: ids.
-    ids = np.empty(total, dtype=np.uint16 if vocab.size <= 1 << 16 else np.int32)
-    done = 0
-    for (start, end), n in zip(pieces, lengths):
-        ids[done : done + n] = vocab.ids_of_points(points(start, end))
-        done += n
-    return Corpus(ids, split, vocab)
-
-
-def windows_per_epoch(n_ids: int, seq_len: int) -> int:
-    """Windows of ``seq_len + 1`` ids in one epoch: as many as fit at any start offset below
-    ``seq_len``, and at least one when the text holds one window at all."""
-    if n_ids < seq_len + 1:
-        return 0
-    return max(1, (n_ids - seq_len) // seq_len)
-
-
-def window_starts(n_ids: int, seq_len: int, seed: int, epoch: int) -> np.ndarray:
-    """Start index of every training window of one epoch, in that epoch's order."""
-    count = windows_per_epoch(n_ids, seq_len)
-    rng = np.random.default_rng([seed, epoch])
-    offset = int(rng.integers(min(seq_len, n_ids - count * seq_len)))
-    return offset + seq_len * rng.permutation(count)
-
-
-def train_windows(ids: np.ndarray, seq_len: int, batch_size: int, seed: int, start_step: int = 0):
-    """Endless (inputs, targets) batches [batch, seq_len] from global step ``start_step`` on.
-
-    Windows are cut from ``ids`` in NumPy as each batch is needed, so the corpus is held
-    once, not copied into a TensorFlow constant.
+    Args:
+        folder: the run folder.
+        documents: the sources.
+        normalization: ``NFC`` or ``none``.
+        val_fraction: the held-out tail.
+        base: a base model's vocabulary (fine-tuning), else None.
+        extend: add the text's new characters to ``base``.
     """
-    import tensorflow as tf
 
-    per_epoch = windows_per_epoch(len(ids), seq_len)
-    if per_epoch < 1:
-        raise SeqkitError(
-            f"The training text has {len(ids)} characters, fewer than one window of "
-            f"`seq_len` {seq_len} + 1: use a longer corpus or a smaller `seq_len`."
-        )
-    offsets = np.arange(seq_len + 1)
+    IDS, META = "corpus.npy", "corpus.json"
 
-    def batches():
-        position = start_step * batch_size
-        epoch, index = divmod(position, per_epoch)
-        pending = np.empty(0, np.int64)
-        while True:
-            starts = window_starts(len(ids), seq_len, seed, epoch)[index:]
-            pending = np.concatenate([pending, starts])
-            while len(pending) >= batch_size:
-                yield ids[pending[:batch_size, None] + offsets].astype(np.int32)
-                pending = pending[batch_size:]
-            epoch, index = epoch + 1, 0
+    def __init__(
+        self,
+        folder: Path,
+        documents: Documents,
+        normalization: str,
+        val_fraction: float,
+        base: Vocabulary | None = None,
+        extend: bool = False,
+    ):
+        self.ids_path, self.meta_path = Path(folder) / self.IDS, Path(folder) / self.META
+        self.documents, self.base, self.extend = documents, base, extend
+        self.normalization, self.val_fraction = normalization, val_fraction
+        self.key = {
+            "sources": documents.sources(),
+            "encoding": documents.encoding,
+            "terminate": documents.terminate,
+            "normalization": normalization,
+            "val_fraction": val_fraction,
+            "base": None if base is None else "".join(base.chars),
+            "extend": extend,
+        }
 
-    spec = tf.TensorSpec([batch_size, seq_len + 1], tf.int32)
-    windows = tf.data.Dataset.from_generator(batches, output_signature=spec)
-    return windows.map(_split).prefetch(tf.data.AUTOTUNE)
+    def _saved(self) -> dict | None:
+        if not self.meta_path.is_file():
+            return None
+        try:
+            return read_json(self.meta_path, "encoded corpus record")
+        except SeqkitError:
+            return None  # damaged: encoded anew
 
+    @property
+    def stale(self) -> bool:
+        """An encoding is there, of other sources or settings."""
+        saved = self._saved()
+        return saved is not None and saved.get("key") != self.key
 
-VAL_BLOCK = 4096  # characters of a block of the validation sample
+    def load(self) -> Corpus | None:
+        """The saved encoding where it was made from these sources and settings, else None."""
+        saved = self._saved()
+        if saved is None or saved.get("key") != self.key or not self.ids_path.is_file():
+            return None
+        try:
+            ids = np.load(self.ids_path, mmap_mode="r")
+            vocab = Vocabulary(tuple(map(ord, saved["vocab"])), saved["normalization"])
+            if ids.shape != (saved["total"],) or ids.dtype != id_type(vocab):
+                return None
+            return Corpus(ids, saved["split"], vocab, saved.get("unseen", {}))
+        except (OSError, ValueError, KeyError, TypeError, SeqkitError):
+            return None  # damaged: encoded anew
 
+    def scan(self, progress: Progress | None = None) -> Scan:
+        return scan(self.documents, self.normalization, self.val_fraction, progress)
 
-def validation_sample(ids: np.ndarray, limit: int) -> np.ndarray:
-    """The held-out ids an evaluation reads: all of them up to ``limit`` characters; beyond
-    it, ``limit // VAL_BLOCK`` blocks of VAL_BLOCK characters spread evenly over them (the
-    same blocks every evaluation and every run), so that an evaluation of a huge corpus
-    takes as long as one of a small one."""
-    if len(ids) <= limit or limit < VAL_BLOCK:
-        return ids if len(ids) <= limit else ids[:limit]
-    blocks = limit // VAL_BLOCK
-    starts = np.linspace(0, len(ids) - VAL_BLOCK, blocks).astype(np.int64)
-    return np.concatenate([ids[s : s + VAL_BLOCK] for s in starts])
-
-
-def eval_windows(ids: np.ndarray, seq_len: int, batch_size: int):
-    """Consecutive, non-overlapping windows over all of ``ids`` (shorter if ``ids`` is short)."""
-    import tensorflow as tf
-
-    seq_len = min(seq_len, len(ids) - 1)
-    if seq_len < 1:
-        raise SeqkitError("The validation text is shorter than two characters: raise `val_fraction`.")
-    starts = np.arange((len(ids) - 1) // seq_len) * seq_len
-    windows = ids[starts[:, None] + np.arange(seq_len + 1)].astype(np.int32)
-    return tf.data.Dataset.from_tensor_slices(windows).batch(batch_size).map(_split)
-
-
-def _split(window):
-    """A window of seq_len + 1 ids -> (inputs, targets shifted by one)."""
-    return window[..., :-1], window[..., 1:]
+    def write(self, text: Scan, vocab: Vocabulary, progress: Progress | None = None) -> Corpus:
+        """Write the ids of ``text`` and their record; return the corpus, memory-mapped."""
+        self.meta_path.unlink(missing_ok=True)  # no record of ids being replaced
+        with atomic_path(self.ids_path, suffix=".npy") as tmp:
+            try:
+                ids = np.lib.format.open_memmap(tmp, mode="w+", dtype=id_type(vocab), shape=(text.total,))
+                text.write(vocab, ids, progress)
+                ids.flush()
+                del ids
+            except OSError as err:
+                raise SeqkitError(f"Cannot write {self.ids_path} ({err.strerror or err}): free disk space.") from None
+        unseen = text.unseen(vocab) if self.base is not None else {}
+        record = {"vocab": "".join(vocab.chars), "normalization": vocab.normalization, "total": text.total}
+        write_json(self.meta_path, {"key": self.key, **record, "split": text.split, "unseen": unseen})
+        return Corpus(np.load(self.ids_path, mmap_mode="r"), text.split, vocab, unseen)

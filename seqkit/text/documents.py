@@ -1,12 +1,12 @@
-"""A corpus of many files: folders and globs collected into documents, joined into one text.
+"""A corpus of many files: folders and globs collected into documents, read as one text.
 
 Each file is a document. Folders are walked recursively (in sorted order, hidden files and
 folders left out), optionally only the files matching ``include`` globs. In a folder, a
 file that is not text in the chosen encoding is skipped and counted (``strict`` refuses
 instead); a file named by its own path keeps the single-file errors. The documents are
-joined in that order into one UTF-8 text in the run folder, each ending in a newline (one
-is added where a document lacks it), so a document starts on a line of its own; the last
-``val_fraction`` of the joined text validates, so validation holds the last documents.
+read in that order as one text, each ending in a newline (one is added where a document
+lacks it), so a document starts on a line of its own; the last ``val_fraction`` of that
+text validates, so validation holds the last documents. A single file is read as it is.
 """
 
 from __future__ import annotations
@@ -18,23 +18,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seqkit.errors import SeqkitError
-from seqkit.fileio import atomic_path
 
 NAMED = 3  # skipped files named in a message
 
 
 @dataclass
 class Documents:
-    """The files of a corpus, in order, and those skipped (not text in the encoding)."""
+    """The files of a corpus, in order, and those skipped (not text in the encoding).
+
+    Args:
+        files: the documents, in reading order.
+        skipped: files of a folder left out as not text.
+        encoding: the files' text encoding.
+        terminate: end each document in a newline (a corpus of several documents).
+    """
 
     files: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
+    encoding: str = "utf-8"
+    terminate: bool = True
 
     def describe_skipped(self) -> str:
         names = ", ".join(str(p) for p in self.skipped[:NAMED]) + (", ..." if len(self.skipped) > NAMED else "")
         return f"{len(self.skipped)} file{'s' * (len(self.skipped) != 1)} not {self.encoding} text ({names})"
 
-    encoding: str = "utf-8"
+    def sources(self) -> list[list]:
+        """Each file's resolved path, size and modification time: what the encoded corpus
+        was made from (:class:`seqkit.text.corpus.EncodedCorpus` compares them)."""
+        listed = []
+        for path in self.files:
+            try:
+                stat = path.stat()
+            except OSError:
+                raise SeqkitError(f"{path} does not exist or is not a file.") from None
+            listed.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+        return listed
 
 
 def _is_text(path: Path, encoding: str) -> bool:
@@ -58,7 +76,11 @@ def _walk(folder: Path) -> list[Path]:
 def collect(
     paths: Sequence[Path], include: Sequence[str] = (), strict: bool = False, encoding: str = "utf-8"
 ) -> Documents:
-    """The documents of ``paths`` (files and folders), in order."""
+    """The documents of ``paths`` (files and folders), in order; one file given alone is
+    read as it is (no newline added)."""
+    paths = [Path(p) for p in paths]
+    if len(paths) == 1 and not paths[0].is_dir():
+        return Documents(files=paths, encoding=encoding, terminate=False)
     documents = Documents(encoding=encoding)
     for path in paths:
         if not path.is_dir():
@@ -86,33 +108,3 @@ def collect(
             raise SeqkitError(f"None of the {len(candidates)} files in {path} is {encoding} text: check `encoding`.")
         documents.files += texts
     return documents
-
-
-def join(documents: Documents, target: Path) -> tuple[Path, int]:
-    """Write the documents, each ending in a newline, into one UTF-8 file; return it and
-    its size in characters. Rewritten only where its content would change."""
-    characters = 0
-    with atomic_path(target, suffix=".txt") as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
-        for path in documents.files:
-            try:
-                with open(path, encoding=documents.encoding, newline="") as f:
-                    last = ""
-                    while chunk := f.read(1 << 20):
-                        out.write(chunk)
-                        characters += len(chunk)
-                        last = chunk[-1]
-            except FileNotFoundError:
-                raise SeqkitError(f"{path} does not exist or is not a file.") from None
-            except UnicodeDecodeError as err:
-                raise SeqkitError(
-                    f"{path} is not {documents.encoding} text: byte offset {err.start} cannot be decoded; if the "
-                    "file uses another encoding, name it with `encoding` (e.g. latin-1, cp1252, utf-16)."
-                ) from None
-            except OSError as err:
-                raise SeqkitError(f"Cannot read {path}: {err.strerror or err}.") from None
-            if last != "\n":
-                out.write("\n")
-                characters += 1
-    if characters == 0:
-        raise SeqkitError("The documents are empty: give text files to learn from.")
-    return target, characters

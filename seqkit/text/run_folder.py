@@ -3,7 +3,8 @@
 One folder holds a run: ``config.json`` (the settings, and the *identity* a resumed run
 must share), ``vocab.json``, ``checkpoints/`` (periodic) and ``best/`` (best by validation
 loss), ``model.keras`` (the best weights, written at the end), ``metrics.json``,
-``history.csv``, TensorBoard ``logs/`` and ``curves.png``. Training writes it through
+``history.csv``, TensorBoard ``logs/``, ``curves.png``, and the encoded corpus
+(``corpus.npy`` and ``corpus.json``, :class:`seqkit.text.corpus.EncodedCorpus`). Training writes it through
 :class:`RunFolder`; decoding and serving load a model from it with :meth:`RunFolder.load`
 and need nothing of the trainer.
 """
@@ -29,7 +30,6 @@ CONFIG, VOCAB, MODEL, METRICS, HISTORY, CURVES = (
     "curves.png",
 )
 CHECKPOINTS, BEST, LOGS = "checkpoints", "best", "logs"
-DOCUMENTS = "documents.txt"  # a corpus of several files, joined (seqkit.text.documents)
 OUTPUTS = (CHECKPOINTS, BEST, LOGS, HISTORY, METRICS, MODEL, CURVES)  # what a fresh start clears
 
 

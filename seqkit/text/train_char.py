@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from seqkit.config import override
 from seqkit.core.trainer import Record, TrainConfig
 from seqkit.errors import SeqkitError
 from seqkit.text.char_model import CharModelConfig
-from seqkit.text.run_folder import CURVES, DOCUMENTS, LOGS, MODEL, RunFolder
+from seqkit.text.documents import Documents
+from seqkit.text.run_folder import CURVES, LOGS, MODEL, RunFolder
 from seqkit.text.vocab import Vocabulary
 
 NATS_PER_BIT = math.log(2.0)
@@ -83,26 +88,6 @@ def char_config(**settings) -> CharConfig:
     return config
 
 
-def _unseen(corpus_path, encoding: str, vocab: Vocabulary) -> str | None:
-    """What of the corpus the base model never saw, in a sentence, or None."""
-    from collections import Counter
-
-    from seqkit.text.vocab import describe
-
-    counts: Counter = Counter()
-    with open(corpus_path, encoding=encoding, errors="replace") as f:
-        while chunk := f.read(1 << 20):
-            unknown = set(vocab.unknown_chars(chunk))
-            if unknown:
-                counts.update(c for c in vocab.normalize(chunk) if c in unknown)
-    if not counts:
-        return None
-    return (
-        f"{sum(counts.values()):,} characters of the corpus ({len(counts)} distinct: {describe(sorted(counts))}) "
-        "were never seen by the base model: they are read as its unknown character."
-    )
-
-
 def _row(record: Record) -> dict:
     row = record.to_dict()
     row["val_bits_per_char"] = None if record.val_loss is None else record.val_loss / NATS_PER_BIT
@@ -141,41 +126,38 @@ def train_char(
     include: Sequence[str] = (),
     strict: bool = False,
     init_from: str | Path | None = None,
+    extend_vocab: bool = False,
 ) -> dict:
     """Train (or resume training) a character model; return the contents of metrics.json.
 
     Args:
         corpus_path: a text file; the name of a corpus of the data registry (looked up in
             ``data_dir``, else the data directory, and downloaded where missing); or
-            several files and folders, whose documents are joined
+            several files and folders, read as one text of documents
             (:mod:`seqkit.text.documents`; ``include`` globs pick a folder's files,
-            ``strict`` refuses a file that is not text instead of skipping it).
+            ``strict`` refuses a file that is not text instead of skipping it). The text
+            is encoded once into the run folder (:class:`seqkit.text.corpus.EncodedCorpus`).
         out_dir: the run folder.
         strategy: a :func:`seqkit.distribute.make_strategy` strategy; in a cluster every
             worker runs this same call, and only the chief writes to ``out_dir``.
         init_from: fine-tune: start from this run folder's weights and vocabulary, with a
             fresh schedule. Its model's shape wins over ``config.model``'s (cell, layers,
-            units, embedding); characters it never saw map to the unknown id.
+            units, embedding); characters it never saw map to the unknown id, or with
+            ``extend_vocab`` get embedding and output rows of their own.
     """
     from seqkit.distribute import distributed
-    from seqkit.text.documents import collect, join
+    from seqkit.text.documents import collect
 
     paths = [corpus_path] if isinstance(corpus_path, (str, Path)) else list(corpus_path)
     if not paths:
         raise SeqkitError("Give a corpus: a text file, a folder, or a corpus name.")
-    resolved = [resolve_corpus(path, data_dir) for path in paths]
-    corpus = resolved[0]
-    if len(resolved) > 1 or corpus.is_dir():
-        documents = collect(resolved, include, strict, encoding)
-        corpus, characters = join(documents, Path(out_dir) / DOCUMENTS)
-        encoding = "utf-8"
-        if verbose:
-            skipped = f"; skipped {documents.describe_skipped()}" if documents.skipped else ""
-            print(f"Read {len(documents.files):,} files, {characters:,} characters{skipped}.", flush=True)
+    if extend_vocab and init_from is None:
+        raise SeqkitError("`extend_vocab` adds characters to a base model's vocabulary: give `init_from` too.")
+    documents = collect([resolve_corpus(path, data_dir) for path in paths], include, strict, encoding)
     with distributed(strategy, worker_timeout) as distribution:  # before any other TF operation
         base = _Base(init_from) if init_from is not None else None
         config = base.shape(config or CharConfig()) if base is not None else config or CharConfig()
-        return _train(corpus, Path(out_dir), config, fresh, encoding, verbose, distribution, base)
+        return _train(documents, Path(out_dir), config, fresh, verbose, distribution, base, extend_vocab)
 
 
 SHAPE = ("cell", "layers", "units", "embedding")  # what a fine-tuned model keeps of its base
@@ -214,9 +196,109 @@ class _Base:
         shape = {name: getattr(self.config, name) for name in SHAPE}
         return dataclasses.replace(config, model=dataclasses.replace(config.model, **shape))
 
+    def initialize(self, model, vocab: Vocabulary) -> None:
+        """Give ``model`` (of vocabulary ``vocab``) the base's weights. Where ``vocab`` adds
+        characters, each known character's embedding and output rows move to its new id,
+        and each new one starts as a copy of the unknown character's, the unknown's output
+        bias lowered by log(new + 1): the model starts out predicting as the base did, the
+        unknown's probability shared among the new characters."""
+        if vocab == self.vocab:
+            model.set_weights(self.model.get_weights())
+            return
+        rows = np.concatenate([[0], 1 + np.searchsorted(vocab.points, self.vocab.points)])
+        new = np.setdiff1d(np.arange(vocab.size), rows)
+        for layer in model.layers:
+            weights = self.model.get_layer(layer.name).get_weights()
+            if layer.name == "embedding":
+                (table,) = layer.get_weights()
+                table[rows], table[new] = weights[0], weights[0][0]
+                weights = [table]
+            elif layer.name == "logits":
+                kernel, bias = layer.get_weights()
+                kernel[:, rows], kernel[:, new] = weights[0], weights[0][:, :1]
+                bias[rows], bias[new] = weights[1], weights[1][0]
+                bias[np.append(new, 0)] -= np.log(len(new) + 1)
+                weights = [kernel, bias]
+            layer.set_weights(weights)
+
+
+def _read(
+    documents: Documents,
+    run: RunFolder,
+    config: CharConfig,
+    fresh: bool,
+    chief: bool,
+    verbose: bool,
+    base,
+    extend: bool,
+):
+    """The corpus as ids: the run folder's encoding where its sources are unchanged, else
+    encoded anew (by the chief; a worker of a cluster reads it into memory). A resumed run
+    of another vocabulary is refused before anything is written."""
+    from seqkit.progress import ProgressLine, transfer
+    from seqkit.text.corpus import Corpus, EncodedCorpus, id_type
+
+    base_vocab = None if base is None else base.vocab
+    store = EncodedCorpus(run.path, documents, config.normalization, config.val_fraction, base_vocab, extend)
+    corpus = store.load() if chief else None
+    if corpus is not None:
+        if verbose:
+            print(f"Reusing {store.ids_path}: its sources are unchanged.", flush=True)
+        return corpus
+    stale = store.stale
+    total = sum(size for _, size, _ in documents.sources())
+    line, began = ProgressLine(live=None if verbose else False), time.perf_counter()
+
+    def progress(label: str):
+        start = time.perf_counter()
+
+        def shown(done: int) -> None:
+            line.show(transfer(label, done, total, time.perf_counter() - start))
+
+        return shown
+
+    text = store.scan(progress("Reading (1 of 2)"))
+    vocab = text.vocabulary(base_vocab, extend)
+    if chief and run.holds_config() and not fresh:  # before the old encoding is replaced
+        _check_characters(run, vocab)
+        run.check_same_model(config.identity(vocab))
+    if stale:
+        line.clear()
+        print(f"note: the corpus changed since {store.ids_path} was encoded: encoding it anew.", file=sys.stderr)
+    if not chief:
+        ids = np.empty(text.total, id_type(vocab))
+        text.write(vocab, ids)
+        return Corpus(ids, text.split, vocab, text.unseen(vocab))
+    run.check_writable()
+    corpus = store.write(text, vocab, progress("Encoding (2 of 2)"))
+    line.clear()
+    if verbose:
+        seconds = time.perf_counter() - began
+        print(
+            f"Encoded {total / 1e6:,.1f} MB into {text.total:,} ids ({corpus.ids.dtype}) in {seconds:.2f} s "
+            f"({total / 1e6 / max(seconds, 1e-9):,.0f} MB/s): {store.ids_path}.",
+            flush=True,
+        )
+    return corpus
+
+
+def _check_characters(run: RunFolder, vocab: Vocabulary) -> None:
+    """Refuse to resume on a text of other characters, naming them."""
+    from seqkit.text.vocab import describe
+
+    saved = run.identity().get("vocab")
+    if saved is None or saved == "".join(vocab.chars):
+        return
+    new, gone = sorted(set(vocab.chars) - set(saved)), sorted(set(saved) - set(vocab.chars))
+    differ = [f"{len(chars)} {what}: {describe(chars)}" for what, chars in (("new", new), ("gone", gone)) if chars]
+    raise SeqkitError(
+        f"The corpus's characters differ from those of the model in {run.path} ({'; '.join(differ)}): use another "
+        "`out_dir`, `fresh` to start over, or `init_from` to fine-tune that model on it."
+    )
+
 
 def _train(
-    corpus_path, out: Path, config: CharConfig, fresh: bool, encoding: str, verbose: bool, strategy, base=None
+    documents: Documents, out: Path, config: CharConfig, fresh: bool, verbose: bool, strategy, base=None, extend=False
 ) -> dict:
     import keras
     import tensorflow as tf
@@ -224,16 +306,18 @@ def _train(
     from seqkit.core.trainer import Trainer
     from seqkit.distribute import is_chief
     from seqkit.text.char_model import build_char_model
-    from seqkit.text.corpus import eval_windows, read_corpus, train_windows, validation_sample, windows_per_epoch
+    from seqkit.text.windows import eval_windows, train_windows, validation_sample, windows_per_epoch
 
     chief = is_chief(strategy)
     verbose = verbose and chief
-    vocab = None if base is None else base.vocab
-    if vocab is not None and vocab.normalization != config.normalization:
-        config = dataclasses.replace(config, normalization=vocab.normalization)  # the base's text form
-    corpus = read_corpus(corpus_path, config.val_fraction, config.normalization, encoding, vocab=vocab)
-    identity = config.identity(corpus.vocab)
+    if base is not None and base.vocab.normalization != config.normalization:
+        config = dataclasses.replace(config, normalization=base.vocab.normalization)  # the base's text form
     run = RunFolder(out)
+    corpus = _read(documents, run, config, fresh, chief, verbose, base, extend)
+    if verbose and documents.terminate:
+        skipped = f"; skipped {documents.describe_skipped()}" if documents.skipped else ""
+        print(f"Read {len(documents.files):,} files, {len(corpus.ids):,} characters{skipped}.", flush=True)
+    identity = config.identity(corpus.vocab)
     if chief:
         run.check_writable()
         if run.holds_config() and not fresh:
@@ -256,7 +340,7 @@ def _train(
     )
     resumed = not fresh and trainer.restore()
     if base is not None and not resumed:
-        trainer.model.set_weights(base.model.get_weights())  # the fresh schedule starts from the base
+        base.initialize(trainer.model, corpus.vocab)  # the fresh schedule starts from the base
     trainer.check_workers_agree()
     train_ds = train_windows(corpus.train_ids, config.seq_len, config.batch_size, config.seed, trainer.step)
     val_ids = validation_sample(corpus.val_ids, config.val_chars)
@@ -276,7 +360,7 @@ def _train(
             + (f"; fine-tuning {base.folder.path}" if base is not None else ""),
             flush=True,
         )
-        if base is not None and (unseen := _unseen(corpus_path, encoding, base.vocab)):
+        if base is not None and (unseen := corpus.describe_unseen()):
             print(f"note: {unseen}", flush=True)
 
     if not chief:  # a worker of a cluster: the chief writes everything
