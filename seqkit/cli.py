@@ -125,6 +125,32 @@ def _kernel_options(command):
     )(command)
 
 
+def _choices(flag: str, choices: list[str], help: str, name: str | None = None):
+    """An option of a few named values, the first the default."""
+    names = [flag, name] if name else [flag]
+    return click.option(*names, type=click.Choice(choices), default=choices[0], show_default=True, help=help)
+
+
+def _model_option(command):
+    """--model, optional: the bundled model where it is left out (:func:`_model`)."""
+    return click.option(
+        "--model",
+        "model_dir",
+        type=click.Path(file_okay=False),
+        help="A train-char --out folder [the bundled model: seqkit models].",
+    )(command)
+
+
+def _model(model_dir: str | None) -> str:
+    """The model folder a command uses: ``--model``, else the bundled one, said on stderr."""
+    if model_dir is not None:
+        return model_dir
+    from seqkit.text import bundled
+
+    click.echo(f"Using the bundled model {bundled.DEFAULT} (seqkit models); --model picks your own.", err=True)
+    return str(bundled.path())
+
+
 @main.command("train-char")
 @click.argument("corpus", nargs=-1, required=True, type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [runs/CORPUS-NAME].")
@@ -247,9 +273,7 @@ def _print_tree(nodes, indent: int = 0) -> None:
 
 
 @main.command()
-@click.option(
-    "--model", "model_dir", required=True, type=click.Path(file_okay=False), help="A train-char --out folder."
-)
+@_model_option
 @click.option("--prime", "primes", multiple=True, help="Text to continue; repeat it for one stream per prime.")
 @click.option("--length", default=200, show_default=True, type=int, help="Characters to generate.")
 @click.option("--num-samples", type=int, help="Streams to sample from the prime [1 per prime].")
@@ -309,7 +333,7 @@ def generate(
     if (tree or beam is not None) and (len(primes) > 1 or num_samples is not None):
         raise click.UsageError("--tree and --beam take one --prime and no --num-samples.")
     stops = [unescape(stop) for stop in stops]
-    lm = CharLM.load(model_dir)
+    lm = CharLM.load(_model(model_dir))
     lm.half_weights = half_weights
     if half_weights is not None and (tree or beam is not None):
         click.echo(
@@ -387,9 +411,7 @@ def _print_samples(texts: list[str]) -> None:
 
 
 @main.command()
-@click.option(
-    "--model", "model_dir", required=True, type=click.Path(file_okay=False), help="A train-char --out folder."
-)
+@_model_option
 @click.argument("text", required=False)
 @click.option("--file", "path", type=click.Path(dir_okay=False), help="Score this file instead.")
 @click.option("--per-char", is_flag=True, help="Also show each character's surprisal.")
@@ -409,7 +431,7 @@ def score(model_dir, text, path, per_char, as_json) -> None:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
             raise SeqkitError(f"Cannot read {path} as UTF-8 text ({err}).") from None
-    result = score_text(CharLM.load(model_dir), text)
+    result = score_text(CharLM.load(_model(model_dir)), text)
     if not per_char:
         result.pop("surprisal_bits")
     if as_json:
@@ -425,22 +447,51 @@ def score(model_dir, text, path, per_char, as_json) -> None:
 
 
 @main.command()
-@click.option(
-    "--model", "model_dir", required=True, type=click.Path(file_okay=False), help="A train-char --out folder."
+@_model_option
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="A new folder for the exported model.")
+@_choices(
+    "--format",
+    ["savedmodel", "litert", "onnx"],
+    "savedmodel: for servers; litert (.tflite) and onnx: one step, the state kept by the app.",
+    name="kind",
 )
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="New folder for the SavedModel.")
-def export(model_dir, out) -> None:
-    """Write a TensorFlow SavedModel that serves the model without seqkit."""
-    from seqkit.decode.export import export as run
+@_choices("--quantize", ["none", "float16", "dynamic-int8"], "LiteRT: weights as float16, or int8 (dynamic range).")
+@click.option(
+    "--eval-text",
+    type=click.Path(dir_okay=False),
+    help="LiteRT, ONNX: measure the prediction change on this text [the run's held-out text].",
+)
+def export(model_dir, out, kind, quantize, eval_text) -> None:
+    """Export a model: a TensorFlow SavedModel that serves it without seqkit, or a step
+    model for phones and small devices (LiteRT, ONNX)."""
+    if kind == "savedmodel":
+        if quantize != "none" or eval_text is not None:
+            raise SeqkitError(
+                "--quantize and --eval-text are for --format litert and onnx: a SavedModel keeps float32."
+            )
+        from seqkit.decode.export import export as run
 
-    path = run(model_dir, out)
-    click.echo(f"SavedModel in {path}: signatures serving_default (next-character probabilities) and sample.")
+        path = run(_model(model_dir), out)
+        click.echo(f"SavedModel in {path}: signatures serving_default (next-character probabilities) and sample.")
+        return
+    from seqkit.decode.edge import export_step
+
+    described = export_step(_model(model_dir), out, kind, quantize, eval_text)
+    click.echo(
+        f"{kind} step model in {out}/{described['file']} ({described['size_bytes'] / 1e6:.2f} MB, quantize "
+        f"{quantize}): (char_id, state) -> (probabilities, new_state); model.json describes them."
+    )
+    change = described.get("prediction_change")
+    if change is not None:
+        click.echo(
+            f"Against float32 on {change['characters']:,} characters of {change['text']}: KL "
+            f"{change['kl_nats_per_char']:.2e} nats/char; {change['bits_per_char']:.4f} bits/char "
+            f"(float32: {change['bits_per_char_float32']:.4f})."
+        )
 
 
 @main.command()
-@click.option(
-    "--model", "model_dir", required=True, type=click.Path(file_okay=False), help="A train-char --out folder."
-)
+@_model_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one).")
 @click.option("--name", help="The model's name in /v1/models/NAME [the run folder's name].")
@@ -457,8 +508,21 @@ def serve(model_dir, host, port, name, cors, max_concurrent, max_length, max_sam
     from seqkit.serve.server import prepare, run
 
     limits = Limits(max_body, max_prime, max_length, max_samples, max_tree, max_concurrent)
-    app, name = prepare(model_dir, name, limits, cors)
+    app, name = prepare(_model(model_dir), name, limits, cors)
     run(app, name, host, port)
+
+
+@main.command()
+def models() -> None:
+    """List the models that ship with seqkit (what --model is when left out)."""
+    from seqkit.text import bundled
+
+    for model in bundled.models():
+        card = model.card
+        click.echo(f"{model.name}{' (default)' if model.name == bundled.DEFAULT else ''}: {model.describe()}")
+        click.echo(f"  folder:  {model.path}")
+        click.echo(f"  made by: {card['command']}")
+        click.echo(f"  data:    {card['data']}")
 
 
 @main.group()

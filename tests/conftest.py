@@ -52,3 +52,15 @@ def native_kernels_built() -> None:
         reason = native.failure(library)
         if reason and REQUIRE_NATIVE:
             pytest.fail(f"SEQKIT_REQUIRE_NATIVE is set, and {reason}")
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory) -> Path:
+    """seqkit installed as a user's pip would (not editable), into a folder of its own."""
+    import subprocess
+    import sys
+
+    target = tmp_path_factory.mktemp("installed")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target"]
+    subprocess.run([*pip, str(target), str(REPO)], check=True, capture_output=True, timeout=600)
+    return target

@@ -403,6 +403,27 @@ ROWS = [
         prepare="latin1_file",
     ),
     Row(
+        "export in an unknown format",
+        ["export", "--model", "{model}", "--out", "{tmp}/out", "--format", "tflite"],
+        2,
+        "Error: Invalid value for '--format': 'tflite' is not one of 'savedmodel', 'litert', 'onnx'.",
+        "Error: Invalid value for '--format': 'tflite' is not one of 'savedmodel', 'litert', 'onnx'.",
+    ),
+    Row(
+        "a quantization the format does not take",
+        ["export", "--model", "{model}", "--out", "{tmp}/out", "--format", "onnx", "--quantize", "float16"],
+        1,
+        _error("--quantize float16 is not for the onnx format: use none."),
+        "--quantize float16 is not for the onnx format: use none.",
+    ),
+    Row(
+        "quantizing a SavedModel",
+        ["export", "--model", "{model}", "--out", "{tmp}/out", "--quantize", "dynamic-int8"],
+        1,
+        _error("--quantize and --eval-text are for --format litert and onnx: a SavedModel keeps float32."),
+        "--quantize and --eval-text are for --format litert and onnx: a SavedModel keeps float32.",
+    ),
+    Row(
         "export to a folder that is not empty",
         ["export", "--model", "{model}", "--out", "{tmp}/full"],
         1,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-TREES = ["seqkit", "tests", "benchmarks"]
+TREES = ["seqkit", "tests", "benchmarks", "scripts"]
 
 
 def _run(*command: str) -> subprocess.CompletedProcess:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from seqkit.errors import SeqkitError
 from seqkit.fileio import atomic_path, read_json, with_defaults, write_json, write_text
+from seqkit.text.bundled import REINSTALL, is_bundled
 from seqkit.text.char_model import CharModelConfig
 from seqkit.text.vocab import Vocabulary
 
@@ -117,7 +118,19 @@ class RunFolder:
 
     def load(self):
         """The trained Keras model and its vocabulary: ``model.keras``, else the weights of
-        the best (or newest) checkpoint."""
+        the best (or newest) checkpoint. A bundled model's damaged file is named, with the
+        remedy of reinstalling."""
+        if not is_bundled(self.path):
+            return self._load()
+        try:
+            return self._load()
+        except SeqkitError as err:
+            named = [n for n in (MODEL, VOCAB, CONFIG) if str(self.path / n) in str(err)]
+            named = named or [n for n in (CONFIG, VOCAB, MODEL) if not (self.path / n).is_file()]
+            where = self.path / named[0] if named else self.path
+            raise SeqkitError(f"The bundled model's {where} is missing or damaged: {REINSTALL}.") from None
+
+    def _load(self):
         if not (self.path / CONFIG).is_file() or not (self.path / VOCAB).is_file():
             raise SeqkitError(
                 f"{self.path} holds no trained model (config.json and vocab.json are missing): "
