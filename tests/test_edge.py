@@ -150,3 +150,13 @@ def test_a_bidirectional_model_has_no_step_to_export(tmp_path):
     assert not (tmp_path / "out").exists()
     catalogue = (REPO / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
     assert "| `A bidirectional model reads each sequence from both ends, so it has no step to export: " in catalogue
+
+
+def test_a_folder_that_is_not_empty_is_refused_untouched(model_dir, tmp_path):
+    from seqkit.decode.edge import export_step
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("keep me")
+    with pytest.raises(SeqkitError, match="exists and is not empty: choose a new `out_dir`"):
+        export_step(model_dir, tmp_path / "out", "onnx")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]
