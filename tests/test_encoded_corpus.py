@@ -122,3 +122,13 @@ def test_a_text_in_another_encoding_is_read_as_it_streams(tmp_path):
     with pytest.raises(SeqkitError, match=f"byte offset {3 << 20} cannot be decoded"):
         read_corpus(bad, encoding="cp1252")
     assert os.path.getsize(bad) == (3 << 20) + 1
+
+
+def test_a_file_that_grows_while_it_is_encoded_is_named(folder, tmp_path):
+    store = _encoded(folder, tmp_path / "run")
+    text = store.scan()
+    with open(folder / "a.txt", "a", encoding="utf-8") as f:
+        f.write("more")
+    with pytest.raises(SeqkitError, match="a.txt changed while it was read"):
+        store.write(text, text.vocabulary())
+    assert not (tmp_path / "run" / "corpus.npy").exists()

@@ -68,3 +68,4 @@ def test_train_char_on_a_terminal_shows_step_losses_rate_and_eta(tmp_path):
     assert " | loss " in live[-1] and " chars/s | " in live[-1]
     assert any("val loss" in part for part in live), text  # after the first evaluation
     assert "epoch " in text  # the plain line of each evaluation stays
+    assert "Reading (1 of 2): " in text and " MB/s, ETA " in text  # the encoding's own line

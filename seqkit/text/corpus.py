@@ -236,6 +236,8 @@ class Scan:
             done, read = done + n, read + size
             if progress is not None:
                 progress(read)
+        if done != len(ids):
+            raise SeqkitError("A file of the corpus shrank while it was read: run again once it is complete.")
 
 
 def scan(
@@ -404,6 +406,9 @@ class EncodedCorpus:
                 text.write(vocab, ids, progress)
                 ids.flush()
                 del ids
+                changed = [new for new, old in zip(self.documents.sources(), self.key["sources"]) if new != old]
+                if changed:  # grown or touched since the first pass began: its ids may not match it
+                    raise SeqkitError(f"{changed[0][0]} changed while it was read: run again once it is complete.")
             except OSError as err:
                 raise SeqkitError(f"Cannot write {self.ids_path} ({err.strerror or err}): free disk space.") from None
         unseen = text.unseen(vocab) if self.base is not None else {}
