@@ -132,6 +132,52 @@ def sparse_loss_and_hits(labels: tf.Tensor, logits: tf.Tensor) -> tuple[tf.Tenso
     return loss, hits
 
 
+class StopRequests:
+    """Ctrl-C and SIGTERM, answered between two steps or evaluation batches.
+
+    Within the block a signal only sets a flag, which :meth:`check` turns into a
+    ``KeyboardInterrupt`` at a point the loop chose: raised anywhere else (inside
+    TensorFlow's Python, say, half-way through tearing down a tf.data iterator) it could
+    leave TensorFlow's native state inconsistent and crash the process before the
+    checkpoint is written. A second signal is raised at once. Outside the main thread the
+    block changes nothing.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self):
+        self.requested: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signum
+
+    def __enter__(self) -> StopRequests:
+        import signal
+        import threading
+
+        self.requested = None
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name)
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def check(self) -> None:
+        """Raise ``KeyboardInterrupt`` if a stop was asked for."""
+        if self.requested is not None:
+            raise KeyboardInterrupt
+
+
 @dataclass
 class Record:
     """What one evaluation interval measured. ``samples`` counts predictions (images or
@@ -217,6 +263,7 @@ class Trainer:
         self._last_step_seconds = 0.0
         self.last_val_loss: float | None = None  # of the latest evaluation, for the live line
         self.line = ProgressLine(live=False)
+        self._stops = StopRequests()
         # The first step this process takes (seconds, predictions): it traces and compiles,
         # so a rate of the training itself leaves it out.
         self.first_step: tuple[float, float] | None = None
@@ -398,6 +445,7 @@ class Trainer:
         totals = [0.0, 0.0, 0.0]
         for batch in self.distribute(dataset):
             totals = [a + float(b) for a, b in zip(totals, self._eval_step(batch))]
+            self._stops.check()
         if totals[2] == 0:
             raise SeqkitError("The evaluation set is empty.")
         return totals[0] / totals[2], totals[1] / totals[2]
@@ -433,6 +481,11 @@ class Trainer:
         self.line = ProgressLine(live=None if verbose else False)
         history: list[Record] = []
         batches = iter(self.distribute(train))
+        with self._stops:  # Ctrl-C and SIGTERM stop the loop between two steps or batches
+            self._loop(batches, evaluation, eval_every, max_seconds, on_eval, verbose, history)
+        return history
+
+    def _loop(self, batches, evaluation, eval_every, max_seconds, on_eval, verbose, history) -> None:
         try:
             while not self._done(max_seconds):
                 record = self._interval(batches, eval_every, max_seconds, verbose)
@@ -442,11 +495,11 @@ class Trainer:
                     on_eval(record)
                 self._checkpoint(record)
                 history.append(record)
+            self._stops.check()  # a signal during the last checkpoint: stop, not finish
         except KeyboardInterrupt:
             self.line.clear()
             self.save()
             raise
-        return history
 
     def _done(self, max_seconds: float | None) -> bool:
         out_of_time = max_seconds is not None and float(self.seconds.numpy()) >= max_seconds
@@ -481,6 +534,7 @@ class Trainer:
                 )
             sums = [a + b for a, b in zip(sums, values)]
             done, spent = done + 1, spent + elapsed
+            self._stops.check()
             if self.first_step is None:
                 self.first_step = (elapsed, values[2])
             if self.line.live:
