@@ -186,6 +186,7 @@ def server(model_dir):
     """``seqkit serve`` in its own process on 127.0.0.1, a free port; its base URL."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     args = [sys.executable, "-m", "seqkit.cli", "serve", "--model", str(model_dir), "--port", "0", "--max-samples", "8"]
+    args += ["--max-length", "1000000"]  # a stream that cannot end while a test looks at it
     process = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     url, said = None, []
     deadline = time.monotonic() + 300
@@ -226,7 +227,8 @@ def test_a_client_gone_mid_stream_frees_its_place(server):
     import httpx
 
     with httpx.Client(base_url=server, timeout=60) as http:
-        with http.stream("POST", "/v1/generate", json={"length": 2000, "stream": True, "num_samples": 8}) as response:
+        body = {"length": 1_000_000, "stream": True, "num_samples": 8}  # minutes of work: it cannot end first
+        with http.stream("POST", "/v1/generate", json=body) as response:
             next(response.iter_bytes())  # the first characters: its streams run
             assert http.get("/healthz").json()["streams"] == 8
         deadline = time.monotonic() + 30
