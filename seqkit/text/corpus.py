@@ -224,6 +224,12 @@ class Scan:
             counts.update(dict(zip(map(chr, points[new].tolist()), number[new].tolist())))
         return dict(sorted(counts.items()))
 
+    def in_memory(self, vocab: Vocabulary) -> Corpus:
+        """The second pass into an array in memory."""
+        ids = np.empty(self.total, id_type(vocab))
+        self.write(vocab, ids)
+        return Corpus(ids, self.split, vocab, self.unseen(vocab))
+
     def write(self, vocab: Vocabulary, ids: np.ndarray, progress: Progress | None = None) -> None:
         """The second pass: the text's ids into ``ids`` (of length ``total``)."""
         lookup = _lookup(vocab, ids.dtype)
@@ -322,10 +328,7 @@ def read_corpus(
 ) -> Corpus:
     """Read a text file into ids in memory, with a vocabulary from its training part (or ``vocab``)."""
     text = scan(Documents([Path(path)], encoding=encoding, terminate=False), normalization, val_fraction)
-    vocab = vocab or text.vocabulary()
-    ids = np.empty(text.total, id_type(vocab))
-    text.write(vocab, ids)
-    return Corpus(ids, text.split, vocab, text.unseen(vocab))
+    return text.in_memory(vocab or text.vocabulary())
 
 
 class EncodedCorpus:

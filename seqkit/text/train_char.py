@@ -236,7 +236,7 @@ def _read(
     encoded anew (by the chief; a worker of a cluster reads it into memory). A resumed run
     of another vocabulary is refused before anything is written."""
     from seqkit.progress import ProgressLine, transfer
-    from seqkit.text.corpus import Corpus, EncodedCorpus, id_type
+    from seqkit.text.corpus import EncodedCorpus
 
     base_vocab = None if base is None else base.vocab
     store = EncodedCorpus(run.path, documents, config.normalization, config.val_fraction, base_vocab, extend)
@@ -246,7 +246,7 @@ def _read(
             print(f"Reusing {store.ids_path}: its sources are unchanged.", flush=True)
         return corpus
     stale = store.stale
-    total = sum(size for _, size, _ in documents.sources())
+    total = sum(size for _, size, _ in store.key["sources"])
     line, began = ProgressLine(live=None if verbose else False), time.perf_counter()
 
     def progress(label: str):
@@ -259,16 +259,13 @@ def _read(
 
     text = store.scan(progress("Reading (1 of 2)"))
     vocab = text.vocabulary(base_vocab, extend)
-    if chief and run.holds_config() and not fresh:  # before the old encoding is replaced
-        _check_characters(run, vocab)
-        run.check_same_model(config.identity(vocab))
+    if chief:
+        _check_resume(run, config, vocab, fresh)  # before the old encoding is replaced
     if stale:
         line.clear()
         print(f"note: the corpus changed since {store.ids_path} was encoded: encoding it anew.", file=sys.stderr)
     if not chief:
-        ids = np.empty(text.total, id_type(vocab))
-        text.write(vocab, ids)
-        return Corpus(ids, text.split, vocab, text.unseen(vocab))
+        return text.in_memory(vocab)
     run.check_writable()
     corpus = store.write(text, vocab, progress("Encoding (2 of 2)"))
     line.clear()
@@ -280,6 +277,14 @@ def _read(
             flush=True,
         )
     return corpus
+
+
+def _check_resume(run: RunFolder, config: CharConfig, vocab: Vocabulary, fresh: bool) -> None:
+    """Refuse to resume a run in ``run`` on a text of other characters (naming them) or of
+    another configuration; a fresh start or an empty folder passes."""
+    if run.holds_config() and not fresh:
+        _check_characters(run, vocab)
+        run.check_same_model(config.identity(vocab))
 
 
 def _check_characters(run: RunFolder, vocab: Vocabulary) -> None:
@@ -320,8 +325,7 @@ def _train(
     identity = config.identity(corpus.vocab)
     if chief:
         run.check_writable()
-        if run.holds_config() and not fresh:
-            run.check_same_model(identity)
+        _check_resume(run, config, corpus.vocab, fresh)
         if fresh:
             run.clear_outputs()
         settings = config.to_dict() | ({"init_from": str(base.folder.path.resolve())} if base is not None else {})
