@@ -46,8 +46,13 @@ def prepare(model_dir: str | Path, name: str | None = None, limits: Limits | Non
 
 def run(app, name: str, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve ``app`` until interrupted; say where once it listens."""
+    import logging
+
     import uvicorn
 
+    # A client that leaves mid-stream is normal for a server of streams: asyncio's warning
+    # for each write to its closed socket (before the stream is cancelled) is noise here.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
