@@ -132,3 +132,22 @@ def test_a_file_that_grows_while_it_is_encoded_is_named(folder, tmp_path):
     with pytest.raises(SeqkitError, match="a.txt changed while it was read"):
         store.write(text, text.vocabulary())
     assert not (tmp_path / "run" / "corpus.npy").exists()
+
+
+def test_a_cluster_worker_maps_its_own_copy_and_leaves_no_file(folder, tmp_path, monkeypatch):
+    """Only the chief writes the run folder; a worker's corpus is mapped from a scratch file
+    that is already gone, so that no worker holds the corpus in memory."""
+    from seqkit.text.run_folder import RunFolder
+    from seqkit.text.train_char import _read, char_config
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr("tempfile.tempdir", None)  # TMPDIR is read again
+    documents, config = collect([folder]), char_config(val_fraction=0.1)
+    worker = _read(documents, RunFolder(tmp_path / "worker"), config, True, False, False, None, False)
+    chief = _read(documents, RunFolder(tmp_path / "chief"), config, True, True, False, None, False)
+    assert isinstance(worker.ids, np.memmap) and not list(scratch.iterdir())
+    assert not (tmp_path / "worker").exists() and (tmp_path / "chief" / EncodedCorpus.IDS).is_file()
+    np.testing.assert_array_equal(worker.ids, chief.ids)
+    assert worker.vocab == chief.vocab and worker.split == chief.split

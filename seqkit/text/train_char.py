@@ -233,13 +233,21 @@ def _read(
     extend: bool,
 ):
     """The corpus as ids: the run folder's encoding where its sources are unchanged, else
-    encoded anew (by the chief; a worker of a cluster reads it into memory). A resumed run
-    of another vocabulary is refused before anything is written."""
+    encoded anew. Only the chief writes the run folder; a worker of a cluster encodes its own
+    copy into a scratch folder that is gone once the copy is mapped (the mapping outlives it),
+    so that no worker holds the corpus in memory. A resumed run of another vocabulary is
+    refused before anything is written."""
+    import tempfile
+
     from seqkit.progress import ProgressLine, transfer
     from seqkit.text.corpus import EncodedCorpus
 
     base_vocab = None if base is None else base.vocab
-    store = EncodedCorpus(run.path, documents, config.normalization, config.val_fraction, base_vocab, extend)
+
+    def encoded(folder: Path) -> EncodedCorpus:
+        return EncodedCorpus(folder, documents, config.normalization, config.val_fraction, base_vocab, extend)
+
+    store = encoded(run.path)
     corpus = store.load() if chief else None
     if corpus is not None:
         if verbose:
@@ -265,7 +273,8 @@ def _read(
         line.clear()
         print(f"note: the corpus changed since {store.ids_path} was encoded: encoding it anew.", file=sys.stderr)
     if not chief:
-        return text.in_memory(vocab)
+        with tempfile.TemporaryDirectory(prefix="seqkit-worker-", ignore_cleanup_errors=True) as scratch:
+            return encoded(Path(scratch)).write(text, vocab)
     run.check_writable()
     corpus = store.write(text, vocab, progress("Encoding (2 of 2)"))
     line.clear()
