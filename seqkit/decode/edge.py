@@ -27,8 +27,8 @@ import tensorflow as tf
 from seqkit.decode.lm import CharLM
 from seqkit.errors import SeqkitError
 from seqkit.fileio import atomic_dir
+from seqkit.text.corpus import saved_corpus
 
-FORMATS = ("savedmodel", "litert", "onnx")
 QUANTIZATIONS = {"litert": ("none", "float16", "dynamic-int8"), "onnx": ("none",), "savedmodel": ("none",)}
 EVAL_CHARS = 5000  # characters the prediction change is measured over
 
@@ -160,16 +160,10 @@ def held_out_ids(model_dir: Path, lm: CharLM, eval_text: str | Path | None) -> n
         if len(ids) < 2:
             raise SeqkitError(f"`eval_text` {eval_text} is shorter than two characters.")
         return ids
-    record, ids = model_dir / "corpus.json", model_dir / "corpus.npy"
-    if not (record.is_file() and ids.is_file()):
+    corpus = saved_corpus(model_dir)
+    if corpus is None or corpus.vocab.chars != lm.vocab.chars:
         return None
-    try:
-        saved = json.loads(record.read_text(encoding="utf-8"))
-        if saved["vocab"] != "".join(lm.vocab.chars):
-            return None
-        return np.asarray(np.load(ids, mmap_mode="r")[saved["split"] :][: EVAL_CHARS + 1], np.int32)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return np.asarray(corpus.val_ids[: EVAL_CHARS + 1], np.int32)
 
 
 def export_step(

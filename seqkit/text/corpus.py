@@ -331,6 +331,39 @@ def read_corpus(
     return text.in_memory(vocab or text.vocabulary())
 
 
+def _record(path: Path) -> dict | None:
+    """An encoding's record (``corpus.json``); None where it is missing or damaged."""
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path, "encoded corpus record")
+    except SeqkitError:
+        return None  # damaged: encoded anew
+
+
+def _mapped(ids_path: Path, saved: dict) -> Corpus | None:
+    """The corpus that ``saved`` records, its ids memory-mapped from ``ids_path``; None where
+    the ids are missing or do not match the record."""
+    if not ids_path.is_file():
+        return None
+    try:
+        ids = np.load(ids_path, mmap_mode="r")
+        vocab = Vocabulary(tuple(map(ord, saved["vocab"])), saved["normalization"])
+        if ids.shape != (saved["total"],) or ids.dtype != id_type(vocab):
+            return None
+        return Corpus(ids, saved["split"], vocab, saved.get("unseen", {}))
+    except (OSError, ValueError, KeyError, TypeError, SeqkitError):
+        return None  # damaged: encoded anew
+
+
+def saved_corpus(folder: str | os.PathLike) -> Corpus | None:
+    """The encoded corpus a run folder keeps, whatever its sources are now; None where
+    there is none or it is damaged. For readers of a finished run (an export measuring
+    its held-out text), which have no documents to compare."""
+    saved = _record(Path(folder) / EncodedCorpus.META)
+    return None if saved is None else _mapped(Path(folder) / EncodedCorpus.IDS, saved)
+
+
 class EncodedCorpus:
     """A run folder's encoded corpus: ``corpus.npy`` (the ids) and ``corpus.json`` (what
     they were made from: each source's path, size and modification time, the reading
@@ -369,33 +402,16 @@ class EncodedCorpus:
             "extend": extend,
         }
 
-    def _saved(self) -> dict | None:
-        if not self.meta_path.is_file():
-            return None
-        try:
-            return read_json(self.meta_path, "encoded corpus record")
-        except SeqkitError:
-            return None  # damaged: encoded anew
-
     @property
     def stale(self) -> bool:
         """An encoding is there, of other sources or settings."""
-        saved = self._saved()
+        saved = _record(self.meta_path)
         return saved is not None and saved.get("key") != self.key
 
     def load(self) -> Corpus | None:
         """The saved encoding where it was made from these sources and settings, else None."""
-        saved = self._saved()
-        if saved is None or saved.get("key") != self.key or not self.ids_path.is_file():
-            return None
-        try:
-            ids = np.load(self.ids_path, mmap_mode="r")
-            vocab = Vocabulary(tuple(map(ord, saved["vocab"])), saved["normalization"])
-            if ids.shape != (saved["total"],) or ids.dtype != id_type(vocab):
-                return None
-            return Corpus(ids, saved["split"], vocab, saved.get("unseen", {}))
-        except (OSError, ValueError, KeyError, TypeError, SeqkitError):
-            return None  # damaged: encoded anew
+        saved = _record(self.meta_path)
+        return _mapped(self.ids_path, saved) if saved is not None and saved.get("key") == self.key else None
 
     def scan(self, progress: Progress | None = None) -> Scan:
         return scan(self.documents, self.normalization, self.val_fraction, progress)
