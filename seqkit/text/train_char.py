@@ -235,8 +235,8 @@ def _read(
     """The corpus as ids: the run folder's encoding where its sources are unchanged, else
     encoded anew. Only the chief writes the run folder; a worker of a cluster encodes its own
     copy into a scratch folder that is gone once the copy is mapped (the mapping outlives it),
-    so that no worker holds the corpus in memory. A resumed run of another vocabulary is
-    refused before anything is written."""
+    so that no worker holds the corpus in memory. The chief refuses to resume a run of
+    another vocabulary or configuration (:func:`_check_resume`) before anything is written."""
     import tempfile
 
     from seqkit.progress import ProgressLine, transfer
@@ -250,6 +250,7 @@ def _read(
     store = encoded(run.path)
     corpus = store.load() if chief else None
     if corpus is not None:
+        _check_resume(run, config, corpus.vocab, fresh)
         if verbose:
             print(f"Reusing {store.ids_path}: its sources are unchanged.", flush=True)
         return corpus
@@ -334,7 +335,6 @@ def _train(
     identity = config.identity(corpus.vocab)
     if chief:
         run.check_writable()
-        _check_resume(run, config, corpus.vocab, fresh)
         if fresh:
             run.clear_outputs()
         settings = config.to_dict() | ({"init_from": str(base.folder.path.resolve())} if base is not None else {})
