@@ -38,12 +38,16 @@ class ProgressLine:
         self._shown = 0
         self._last = -float("inf")
 
+    def due(self) -> bool:
+        """Whether :meth:`show` would draw now: a caller whose text costs something to make
+        asks first."""
+        return self.live and time.monotonic() - self._last >= self.interval
+
     def show(self, text: str, force: bool = False) -> None:
         """Draw ``text`` in place of the line (skipped when the last draw was too recent)."""
-        now = time.monotonic()
-        if not self.live or (not force and now - self._last < self.interval):
+        if not (self.live and force) and not self.due():
             return
-        self._last = now
+        self._last = time.monotonic()
         width = _columns(self.stream) - 1
         text = text[:width]
         self.stream.write("\r" + text + " " * max(0, self._shown - len(text)))

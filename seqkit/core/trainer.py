@@ -537,7 +537,7 @@ class Trainer:
             self._stops.check()
             if self.first_step is None:
                 self.first_step = (elapsed, values[2])
-            if self.line.live:
+            if self.line.due():  # the status reads the clock variable: made only to be drawn
                 self.line.show(self._status(sums, spent, done, max_seconds))
         if done == 0:
             raise SeqkitError("No training step fits in the time budget: raise `max_seconds`.")

@@ -14,6 +14,8 @@ into consecutive windows as it goes.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from seqkit.errors import SeqkitError
@@ -62,12 +64,15 @@ def windows_per_epoch(n_ids: int, seq_len: int) -> int:
     return max(1, (n_ids - seq_len) // seq_len)
 
 
+@functools.lru_cache(maxsize=4)  # asked once a batch: a generator is made once an epoch
 def _epoch(n_ids: int, seq_len: int, seed: int, epoch: int) -> tuple[int, np.ndarray]:
     """This epoch's start offset and permutation keys."""
     count = windows_per_epoch(n_ids, seq_len)
     rng = np.random.default_rng([seed, epoch])
     offset = int(rng.integers(min(seq_len, n_ids - count * seq_len)))
-    return offset, rng.integers(0, 1 << 63, size=ROUNDS, dtype=np.uint64)
+    keys = rng.integers(0, 1 << 63, size=ROUNDS, dtype=np.uint64)
+    keys.flags.writeable = False  # cached: shared by every caller
+    return offset, keys
 
 
 def window_starts(n_ids: int, seq_len: int, seed: int, epoch: int, index: np.ndarray | None = None) -> np.ndarray:
