@@ -145,8 +145,9 @@ def test_a_cluster_worker_maps_its_own_copy_and_leaves_no_file(folder, tmp_path,
     monkeypatch.setenv("TMPDIR", str(scratch))
     monkeypatch.setattr("tempfile.tempdir", None)  # TMPDIR is read again
     documents, config = collect([folder]), char_config(val_fraction=0.1)
-    worker = _read(documents, RunFolder(tmp_path / "worker"), config, True, False, False, None, False)
-    chief = _read(documents, RunFolder(tmp_path / "chief"), config, True, True, False, None, False)
+    settings = {"fresh": True, "verbose": False, "base": None, "extend": False}
+    worker = _read(documents, RunFolder(tmp_path / "worker"), config, chief=False, **settings)
+    chief = _read(documents, RunFolder(tmp_path / "chief"), config, chief=True, **settings)
     assert isinstance(worker.ids, np.memmap) and not list(scratch.iterdir())
     assert not (tmp_path / "worker").exists() and (tmp_path / "chief" / EncodedCorpus.IDS).is_file()
     np.testing.assert_array_equal(worker.ids, chief.ids)
